@@ -77,7 +77,7 @@ def env() -> dict[str, str]:
     environment = dict(os.environ)
     environment["PATH"] = f"{BIN}{os.pathsep}{environment.get('PATH', '')}"
     environment["VIRTUAL_ENV"] = str(VENV)
-    environment.setdefault("MPLBACKEND", "Agg")
+    environment.pop("MPLBACKEND", None)  # notebooks need IPython's inline backend to display figures
     environment.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return environment
 

@@ -8,8 +8,10 @@ Module plan (one concept of the paper per module, imported downwards only):
 
 Bottom layer:
 
-- ``noether_lib.mechanics``: Lagrangians (Kanai, Bregman), Euler--Lagrange equations with sympy, the
-  modified equation of SGD (Eqs. 1--4) and its integrators.
+- ``noether_lib.mechanics``: Lagrangians (Kanai, Bregman, the SGD Lagrangian of Eq. 4), Euler--Lagrange
+  equations with sympy, Table 1 and the symbolic derivation of the modified equation (Eqs. 1--4).
+- ``noether_lib.modified_equation``: the continuous-time models (gradient flow, the modified equation of Eq. 3
+  with its mass, damping and time scale) and their integrators, with the matched initial velocity.
 - ``noether_lib.rules``: discrete learning rules: gradient descent, heavy-ball momentum with weight decay
   and dampening (PyTorch's convention), mirror descent.
 - ``noether_lib.symmetry``: symmetry groups (translation, scale, rescale, rotation), their generators,
@@ -17,7 +19,8 @@ Bottom layer:
 - ``noether_lib.kinetic``: kinetic energies (Euclidean, diagonal, general metric) and their symmetry
   tests (Eqs. 5--7).
 - ``noether_lib.models``: the networks the book trains (MLP, VGG, ResNet).
-- ``noether_lib.data``: data sets: scikit-learn's digits, and image folders read locally.
+- ``noether_lib.data``: scikit-learn's digits, shipped with the package.
+- ``noether_lib.datasets``: Tiny ImageNet and CIFAR-10 read from a local folder (Pillow and numpy, no downloads).
 - ``noether_lib.reproducibility``: seeding, deterministic settings, thread counts.
 - ``noether_lib.tolerances``: every tolerance the book asserts, named once.
 
@@ -35,7 +38,8 @@ Top layer:
 
 Apart:
 
-- ``noether_lib.plotting``: one figure style and a figure-export helper.
+- ``noether_lib.plotting``: one figure style and a figure-export helper (PDF, SVG, PNG, CSV data).
+- ``noether_lib.colab``: the hidden set-up cell that installs the library when a notebook runs on Colab.
 
 Importing :mod:`noether_lib` has no side effects: nothing is seeded, downloaded or restyled until asked.
 """

@@ -8,13 +8,24 @@ Euler--Lagrange equation (Eq. 1 of the paper)
 Damping enters through an explicitly time-dependent Lagrangian (Kanai 1948),
 :math:`\\mathcal L=e^{\\mu t/m}(\\tfrac m2\\dot q^2-V(q))`, whose Euler--Lagrange equation is
 :math:`m\\ddot q+\\mu\\dot q+V'(q)=0`.
+
+The Bregman Lagrangian of Wibisono, Wilson and Jordan (Eq. 2 of the paper),
+
+.. math:: \\mathcal L(q,\\dot q,t)=e^{\\alpha_t+\\gamma_t}\\Big(D_h\\big(q+e^{-\\alpha_t}\\dot q,\\,q\\big)-e^{\\beta_t}f(q)\\Big),
+
+covers the learning rules of Table 1 through its algorithmic degrees of freedom :math:`(\\alpha_t,\\beta_t,\\gamma_t,h)`
+(:class:`BregmanParameters` and the functions ``*_parameters``); the Lagrangian of SGD with a finite learning rate,
+momentum and weight decay (Eq. 4) is :func:`sgd_lagrangian`. Coordinates are sympy functions ``q_i(t)``.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import sympy as sp
+
+from noether_lib.modified_equation import damping, effective_mass, time_scale
 
 __all__ = [
     "euler_lagrange",
@@ -23,6 +34,19 @@ __all__ = [
     "is_identically_zero",
     "dot_notation",
     "discretised_action",
+    "bregman_divergence",
+    "BregmanParameters",
+    "bregman_lagrangian",
+    "nesterov_parameters",
+    "damped_motion_parameters",
+    "momentum_parameters",
+    "sgd_lagrangian",
+    "modified_equation_of_motion",
+    "heavy_ball_modified_equation",
+    "nesterov_equation_of_motion",
+    "natural_gradient_flow_equation",
+    "massless_limit",
+    "proportionality_factor",
 ]
 
 
@@ -51,13 +75,17 @@ def euler_lagrange(lagrangian: sp.Expr, coordinates: Sequence[sp.Expr], t: sp.Sy
     return equations
 
 
-def kanai_lagrangian(q: sp.Expr, t: sp.Symbol, m: sp.Expr, mu: sp.Expr, potential: sp.Expr) -> sp.Expr:
-    """The damped (Caldirola--Kanai) Lagrangian :math:`e^{\\mu t/m}(\\tfrac m2\\dot q^2-V(q))`.
+def kanai_lagrangian(
+    q: sp.Expr | Sequence[sp.Expr], t: sp.Symbol, m: sp.Expr, mu: sp.Expr, potential: sp.Expr
+) -> sp.Expr:
+    """The damped (Caldirola--Kanai) Lagrangian :math:`e^{\\mu t/m}(\\tfrac m2|\\dot q|^2-V(q))`.
 
-    This is the time-dependent Lagrangian of Sec. 1 of the paper ("Damping in optimization") and the
-    one-dimensional form of its Eq. 4 with :math:`V=f+\\tfrac k2 q^2`.
+    This is the time-dependent Lagrangian of Sec. 1 of the paper ("Damping in optimization"); with
+    :math:`V=f+\\tfrac k2|q|^2` it is Eq. 4 (:func:`sgd_lagrangian`). ``q`` is one coordinate or a sequence of them.
     """
-    return sp.exp(mu * t / m) * (m / 2 * _velocity(q, t) ** 2 - potential)
+    coordinates = [q] if isinstance(q, sp.Expr) else list(q)
+    kinetic = m / 2 * sum(_velocity(qi, t) ** 2 for qi in coordinates)
+    return sp.exp(mu * t / m) * (kinetic - potential)
 
 
 def damped_equation_of_motion(q: sp.Expr, t: sp.Symbol, m: sp.Expr, mu: sp.Expr, potential: sp.Expr) -> sp.Expr:
@@ -69,8 +97,14 @@ def damped_equation_of_motion(q: sp.Expr, t: sp.Symbol, m: sp.Expr, mu: sp.Expr,
 
 
 def is_identically_zero(expression: sp.Expr) -> bool:
-    """True when sympy proves ``expression`` equal to zero (after expansion and simplification)."""
-    return sp.simplify(sp.expand(expression)) == 0
+    """True when sympy proves ``expression`` equal to zero (after expansion and simplification).
+
+    If that fails, powers are rewritten as exponentials (so that :math:`t^p` and :math:`e^{p\\log t}` meet) and
+    the expression is simplified once more.
+    """
+    if sp.simplify(sp.expand(expression)) == 0:
+        return True
+    return sp.simplify(sp.expand(expression.rewrite(sp.exp))) == 0
 
 
 def dot_notation(expression: sp.Expr, coordinates: Sequence[sp.Expr], t: sp.Symbol) -> sp.Expr:
@@ -103,3 +137,172 @@ def discretised_action(
         raise ValueError("path and times must be one-dimensional arrays of the same length (at least 3 samples)")
     velocity = np.gradient(path, times, edge_order=2)
     return float(np.trapezoid(lagrangian(path, velocity, times), times))
+
+
+def bregman_divergence(
+    h: Callable[..., sp.Expr], y: Sequence[sp.Expr], x: Sequence[sp.Expr]
+) -> sp.Expr:
+    """The Bregman divergence :math:`D_h(y,x)=h(y)-h(x)-\\langle\\nabla h(x),y-x\\rangle` (Sec. 1 of the paper).
+
+    Args:
+        h: the distance-generating function, called with one sympy argument per coordinate (a lambda, or an
+            undefined ``sympy.Function`` for a general :math:`h`).
+        y, x: the two points, as sequences of the same length.
+    """
+    if len(y) != len(x) or not x:
+        raise ValueError("y and x must be non-empty sequences of the same length")
+    dummies = [sp.Dummy(f"x{i}") for i in range(len(x))]
+    at_x = dict(zip(dummies, x))
+    gradient = [sp.diff(h(*dummies), z).subs(at_x, simultaneous=True) for z in dummies]
+    return h(*y) - h(*x) - sum(g * (yi - xi) for g, yi, xi in zip(gradient, y, x))
+
+
+class BregmanParameters(NamedTuple):
+    """The algorithmic degrees of freedom :math:`(\\alpha_t,\\beta_t,\\gamma_t)` of the Bregman Lagrangian (Eq. 2).
+
+    (The metric :math:`h` is passed to :func:`bregman_lagrangian` separately; :math:`\\beta_t` is not the momentum.)
+    """
+
+    alpha: sp.Expr
+    beta: sp.Expr
+    gamma: sp.Expr
+
+
+def bregman_lagrangian(
+    coordinates: Sequence[sp.Expr],
+    t: sp.Symbol,
+    parameters: BregmanParameters,
+    h: Callable[..., sp.Expr],
+    potential: sp.Expr,
+) -> sp.Expr:
+    """The Bregman Lagrangian, Eq. 2: :math:`e^{\\alpha_t+\\gamma_t}\\big(D_h(q+e^{-\\alpha_t}\\dot q,q)-e^{\\beta_t}f(q)\\big)`.
+
+    Args:
+        coordinates: the parameters :math:`q_i(t)`.
+        t: the time symbol.
+        parameters: :math:`(\\alpha_t,\\beta_t,\\gamma_t)`, expressions in ``t``.
+        h: the distance-generating function (see :func:`bregman_divergence`).
+        potential: the loss :math:`f(q)`.
+    """
+    alpha, beta, gamma = parameters
+    coordinates = list(coordinates)
+    ahead = [qi + sp.exp(-alpha) * _velocity(qi, t) for qi in coordinates]
+    return sp.exp(alpha + gamma) * (bregman_divergence(h, ahead, coordinates) - sp.exp(beta) * potential)
+
+
+def nesterov_parameters(t: sp.Symbol) -> BregmanParameters:
+    """Table 1, Nesterov momentum: :math:`\\alpha_t=\\log2-\\log t`, :math:`\\beta_t=2\\log t+\\log\\tfrac14`,
+    :math:`\\gamma_t=2\\log t` (Wibisono et al.'s family with :math:`p=2`, :math:`C=1/4`)."""
+    return BregmanParameters(sp.log(2) - sp.log(t), 2 * sp.log(t) + sp.log(sp.Rational(1, 4)), 2 * sp.log(t))
+
+
+def damped_motion_parameters(m: sp.Expr, mu: sp.Expr, t: sp.Symbol) -> BregmanParameters:
+    """Table 1, damped physical motion (and natural-gradient flow with a general :math:`h`):
+    :math:`\\alpha_t=-\\log m`, :math:`\\beta_t=\\log m`, :math:`\\gamma_t=\\mu t/m`."""
+    return BregmanParameters(-sp.log(m), sp.log(m), mu * t / m)
+
+
+def momentum_parameters(lr: sp.Expr, momentum: sp.Expr, t: sp.Symbol) -> BregmanParameters:
+    """Table 1, GD + momentum: damped motion with the mass and damping of Eq. 3,
+    :math:`m=\\eta(1+\\beta)/2` (:func:`~noether_lib.modified_equation.effective_mass`) and :math:`\\mu=1-\\beta`
+    (:func:`~noether_lib.modified_equation.damping`)."""
+    return damped_motion_parameters(effective_mass(lr, momentum), damping(momentum), t)
+
+
+def sgd_lagrangian(
+    coordinates: Sequence[sp.Expr], t: sp.Symbol, lr: sp.Expr, momentum: sp.Expr, weight_decay: sp.Expr, loss: sp.Expr
+) -> sp.Expr:
+    """Eq. 4, the Lagrangian of SGD with learning rate :math:`\\eta`, momentum :math:`\\beta` and weight decay :math:`k`:
+
+    :math:`e^{\\mu t/m}\\big[\\tfrac m2|\\dot q|^2-\\big(f(q)+\\tfrac k2|q|^2\\big)\\big]` with
+    :math:`m=\\eta(1+\\beta)/2`, :math:`\\mu=1-\\beta`: a Kanai Lagrangian whose potential is the loss plus the
+    weight-decay spring.
+    """
+    spring = weight_decay / 2 * sum(qi**2 for qi in coordinates)
+    return kanai_lagrangian(list(coordinates), t, effective_mass(lr, momentum), damping(momentum), loss + spring)
+
+
+def modified_equation_of_motion(
+    coordinates: Sequence[sp.Expr], t: sp.Symbol, lr: sp.Expr, momentum: sp.Expr, weight_decay: sp.Expr, loss: sp.Expr
+) -> list[sp.Expr]:
+    """Eq. 3 as the paper prints it, :math:`\\tfrac\\eta2(1+\\beta)\\ddot q+(1-\\beta)\\dot q+\\nabla f+kq`, one entry per
+    coordinate; written directly, as the reference that the Euler--Lagrange equation of Eq. 4 is checked against."""
+    potential = loss + weight_decay / 2 * sum(qi**2 for qi in coordinates)
+    return [damped_equation_of_motion(qi, t, lr / 2 * (1 + momentum), 1 - momentum, potential) for qi in coordinates]
+
+
+def heavy_ball_modified_equation(
+    q: sp.Expr, t: sp.Symbol, lr: sp.Symbol, momentum: sp.Expr, dampening: sp.Expr, potential: sp.Expr, order: int = 2
+) -> sp.Expr:
+    """The modified equation of heavy ball, derived: the two-step recursion of :mod:`noether_lib.rules`,
+    :math:`q_{n+1}-q_n-\\beta(q_n-q_{n-1})+hV'(q_n)=0` with :math:`h=\\eta(1-\\delta)`, evaluated on a smooth path
+    :math:`q_{n\\pm1}=q(t\\pm h)`, Taylor-expanded, divided by :math:`h` and truncated before :math:`O(\\eta^{\\rm order})`.
+
+    With ``order=2`` the result is Eq. 3, :math:`m\\ddot q+\\mu\\dot q+V'(q)`; ``order=1`` gives gradient flow.
+    ``lr`` must be a symbol (the expansion variable).
+    """
+    if not isinstance(lr, sp.Symbol) or order < 1:
+        raise ValueError("lr must be a sympy Symbol and order a positive integer")
+    h = time_scale(lr, dampening)
+    # q(t + h) - q(t) - beta (q(t) - q(t - h)) = sum_j h^j / j! (1 + (-1)^j beta) q^(j)(t), divided by h
+    recursion = sum(
+        h ** (j - 1) / sp.factorial(j) * (1 + (-1) ** j * momentum) * sp.diff(q, t, j) for j in range(1, order + 2)
+    ) + sp.diff(potential, q)
+    poly = sp.Poly(sp.expand(recursion), lr)
+    truncated = sum(coefficient * lr**power for (power,), coefficient in poly.terms() if power < order)
+    return sp.collect(sp.expand(truncated), [sp.diff(q, t, j) for j in range(order, 0, -1)], sp.factor)
+
+
+def nesterov_equation_of_motion(coordinates: Sequence[sp.Expr], t: sp.Symbol, loss: sp.Expr) -> list[sp.Expr]:
+    """Table 1's equation for Nesterov momentum, :math:`\\ddot q+\\tfrac3t\\dot q+\\nabla f` (the ODE of Su, Boyd and
+    Candès), written directly as a reference."""
+    return [sp.diff(qi, t, 2) + 3 / t * sp.diff(qi, t) + sp.diff(loss, qi) for qi in coordinates]
+
+
+def natural_gradient_flow_equation(
+    coordinates: Sequence[sp.Expr], t: sp.Symbol, h: Callable[..., sp.Expr], loss: sp.Expr, mu: sp.Expr
+) -> list[sp.Expr]:
+    """Natural-gradient flow :math:`\\mu\\,\\nabla^2h(q)\\,\\dot q+\\nabla f(q)`, i.e.
+    :math:`\\dot q=-\\mu^{-1}(\\nabla^2h)^{-1}\\nabla f`: the massless limit of the damped Bregman Lagrangian
+    (Table 1's natural-gradient row; the paper prints :math:`\\dot q+F^{-1}\\nabla f`, the case :math:`\\mu=1`)."""
+    coordinates = list(coordinates)
+    dummies = [sp.Dummy(f"x{i}") for i in range(len(coordinates))]
+    hessian = sp.hessian(h(*dummies), dummies).subs(dict(zip(dummies, coordinates)), simultaneous=True)
+    velocity = sp.Matrix([_velocity(qi, t) for qi in coordinates])
+    return [mu * row + sp.diff(loss, qi) for row, qi in zip(hessian * velocity, coordinates)]
+
+
+def massless_limit(expression: sp.Expr, mass: sp.Symbol, max_order: int = 4) -> sp.Expr:
+    """The limit :math:`m\\to0` of ``expression`` (the overdamped limit of the paper), by l'Hôpital's rule.
+
+    Works with undefined functions (a general :math:`h`), where sympy's series expansion does not.
+    Raises ``ValueError`` if the expression diverges.
+    """
+    numerator, denominator = sp.fraction(sp.together(expression))
+    for _ in range(max_order + 1):
+        if not is_identically_zero(denominator.subs(mass, 0)):
+            return sp.simplify(numerator.subs(mass, 0).doit() / denominator.subs(mass, 0))
+        if not is_identically_zero(numerator.subs(mass, 0).doit()):
+            raise ValueError(f"the expression diverges as {mass} -> 0")
+        numerator, denominator = sp.diff(numerator, mass), sp.diff(denominator, mass)
+    raise ValueError(f"no finite limit found within {max_order} orders of {mass}")
+
+
+def proportionality_factor(
+    expressions: Sequence[sp.Expr], references: Sequence[sp.Expr], coordinates: Sequence[sp.Expr], t: sp.Symbol
+) -> sp.Expr:
+    """The factor :math:`c(t)` with ``expressions`` :math:`=c\\cdot` ``references``, proved by sympy.
+
+    Two equations of motion :math:`E=0` and :math:`R=0` are the same when :math:`E=cR` with :math:`c\\neq0` free of
+    the coordinates and their derivatives. Raises ``ValueError`` when no such factor exists.
+    """
+    if len(expressions) != len(references) or not expressions:
+        raise ValueError("expressions and references must be non-empty sequences of the same length")
+    factor = sp.simplify(sp.cancel(sp.together(expressions[0] / references[0])))
+    state = set(coordinates) | {_velocity(qi, t) for qi in coordinates} | {sp.diff(qi, t, 2) for qi in coordinates}
+    if factor == 0 or factor.has(*state):
+        raise ValueError(f"the equations are not proportional (ratio {factor})")
+    for expression, reference in zip(expressions, references):
+        if not is_identically_zero(expression - factor * reference):
+            raise ValueError("the equations are not proportional")
+    return factor

@@ -25,3 +25,122 @@ def assert_within(name: str, measured: float, tolerance: float) -> float:
         raise AssertionError(f"{name}: measured deviation {measured:.3e} exceeds the tolerance {tolerance:.1e}")
     print(f"{name}: deviation {measured:.3e} <= tolerance {tolerance:.1e}")
     return float(measured)
+
+
+#: Relative loss change allowed under a finite symmetry action (float64): normalization layers are exactly
+#: scale-invariant only without their epsilon (1e-5 against unit-order variances), which bounds this.
+SYMMETRY_LOSS_RTOL: float = 1e-4
+
+#: Largest |cosine| between a unit's gradient and its symmetry generator (float64), same epsilon reason.
+SYMMETRY_GRADIENT_COSINE: float = 1e-3
+
+# --- chapter 4: normalization and implicit adaptive optimization ---------------------------------------------------
+
+#: Eq. 17 against SGD on the toy scale-invariant loss once inertia has died out (relative error in r²): the closed
+#: form drops the O(m) inertia term and the O(ηk) discretisation, both below a percent at the book's settings.
+CLOSED_FORM_TOY: float = 1e-2
+
+#: Eq. 17 during the early transient (the first ten momentum memories 1/(1-β)), where the neglected inertia m∂²r²
+#: matters: from a small r(0) under a full-strength gradient the closed form overshoots r² by up to about 100 %.
+#: This bounds a known failure of the approximation; it is not an agreement.
+CLOSED_FORM_TRANSIENT: float = 1.5
+
+#: Eq. 17 against a batch-normalised MLP on digits (relative error in r², whole run): adds BN's ε, which breaks scale
+#: invariance slightly, to the toy's sources of error.
+CLOSED_FORM_NETWORK: float = 2e-2
+
+#: Measured steady-state r⁴ against r⁴⋆ times the regime's momentum factor on the toy (relative): finite averaging
+#: windows over fluctuating norms and the inertia neglected at β = 0.99.
+STEADY_STATE_TOY: float = 0.15
+
+#: Which momentum regime a network is in: the measured r⁴/Eq. 17 ratio placed on a log scale between the white-noise
+#: prediction (1-β)/(1+β) (position 0) and the correlated one (position 1). A run is in a regime when it lies within
+#: the nearer half, i.e. nearer to that regime's prediction than to the other; a classification threshold, not an
+#: agreement (the positions themselves are printed and glued).
+MOMENTUM_REGIME_POSITION: float = 0.5
+
+#: Log-log slope of the adaptive term of r⁴ against η, minus one (Eq. 17 says the term is ∝ η).
+FINITE_LR_SLOPE: float = 5e-2
+
+#: RMSProp's √G against the measured r² along the same trajectory (relative): forward-Euler discount against Eq. 17's
+#: exact kernel, O(ηk/(1-β)) per memory time, plus BN's ε.
+RMSPROP_TRAJECTORY: float = 2e-2
+
+#: Loss curves of runs that the theory calls equivalent, smoothed over 50 steps, relative to the mean loss: the
+#: mapping holds to O(η, k), and mini-batch losses of two runs on the same batches stay this close.
+LOSS_CURVE_AGREEMENT: float = 0.1
+
+# --- chapter 3: Noether's learning dynamics ---------------------------------------------------------------------
+
+#: Continuous prediction of a charge under SGD without momentum (relative, per unit, whole run): the exact
+#: exponential replaces (1-ηk)² per step, an O((ηk)²n) difference, and the step's forcing is spread in time.
+CONTINUOUS_SGD: float = 1e-3
+
+#: Continuous prediction (the modified equation, Eq. 3, through NLD) of a charge under SGD with momentum (relative,
+#: per unit, whole run): the ODE's inertia smooths the mini-batch forcing over 1/(1-β) steps slightly differently
+#: from the discrete momentum buffer; earlier code reached only 1e-2 to 4e-2.
+CONTINUOUS_MOMENTUM: float = 1e-2
+
+#: The Noether charge's decay e^{-μt/m} against the discrete β^n (absolute, relative to the initial charge):
+#: ln β = -2(1-β)/(1+β) + O((1-β)³), a difference of about 1.5e-2 at its largest (β = 0.5).
+CHARGE_DECAY_CONTINUUM: float = 2e-2
+
+#: Log-log slope of the drift of a gradient-flow conserved quantity against η, minus one (the drift is
+#: η∫|g|²dt, ∝ η at fixed training time, up to O(η) changes of the trajectory).
+DRIFT_SLOPE: float = 0.1
+
+# --- chapter 1: learning dynamics as Lagrangian mechanics -----------------------------------------------------------
+
+#: Largest distance to the iterates of the modified equation over that of gradient flow, on the particle-picture
+#: figure: at its large steps (η·curvature up to about 0.5) the measured ratios are about 0.4 (GD) and 0.06 (heavy ball).
+MODIFIED_OVER_GRADIENT_FLOW: float = 0.5
+
+#: |fitted log-log slope - 1| of gradient flow's global error against η: pre-asymptotic O(η²) terms bend the fit;
+#: measured at most 0.034 over the book's sweeps (heavy ball on the MLP), so 0.1 leaves a margin of three.
+ORDER_GRADIENT_FLOW: float = 0.1
+
+#: |fitted log-log slope - 2| of the modified equation's global error against η, same sweeps: measured at most
+#: 0.061 (heavy ball on the MLP) and 0.05 (heavy ball on the quadratic); O(η³) terms bend the fit.
+ORDER_MODIFIED_EQUATION: float = 0.15
+
+#: Smallest relative effect a *broken* symmetry must show (a charge's swing, a gap between training runs): far
+#: above every tolerance of a symmetry that holds, so the two cases cannot be confused.
+BROKEN_SYMMETRY_MIN_EFFECT: float = 5e-2
+
+#: Second-order finite-difference derivative of a Noether charge (time step 1e-2) against its predicted rate,
+#: relative to the largest rate: the O(dt^2) truncation error.
+CHARGE_RATE_FINITE_DIFFERENCE: float = 1e-4
+
+# --- chapter 5: deep-network experiments --------------------------------------------------------------------------
+
+#: A data-parallel run (DDP, 2 processes) against one process on the same micro-batches, float32, relative: the
+#: all-reduce averages gradients in another order than accumulation does, which changes the last bits.
+DDP_REPRODUCTION: float = 1e-4
+
+#: Exact discrete recursion of each charge against the charges recorded in a batch-normalised VGG (relative, float32
+#: network): the recursion takes the gradient orthogonal to the generator, which batch norm's ε breaks at ~1e-4.
+DEEP_EXACT: float = 2e-3
+
+#: Modified-equation (continuous) prediction of the charges of the VGG trained with momentum (relative): the O(η)
+#: target the chapter-3 predictions meet on small networks.
+DEEP_CONTINUOUS: float = 1e-2
+
+#: Which momentum regime the VGG's filter norms are in: |ln(measured/predicted)| for the growth term of Eq. 17 times
+#: the regime's factor; the two regimes differ by (1+β)/(1-β) = 19 at β = 0.9, so a factor 2 separates them.
+DEEP_REGIME_LOG: float = 0.6931471805599453
+
+#: A difference between two training conditions counts as established when it exceeds this many standard errors
+#: of the difference of their means over seeds (about 95 % two-sided for normal errors).
+SIGNIFICANCE_Z: float = 2.0
+
+#: With k = 0 the squared norm may only grow (AdaGrad-like): largest relative decrease of r⁴ per step, allowing for
+#: float32 parameters and BN's ε, which give the gradient a radial part.
+NORM_MONOTONE: float = 1e-5
+
+#: RMSProp's √G with the white-noise factor (1-β)/(1+β) against r² of mini-batch SGD at β = 0.9 (relative): the run is
+#: noise-dominated but keeps a persistent part (see the regime test), which this correction ignores.
+RMSPROP_NOISE_CORRECTED: float = 0.3
+
+#: Least-action appendix: the linear coefficient of S(eps) - S(0) relative to its curvature around an exact
+#: solution; the trapezoidal discretisation of the action leaves ~1e-6, so 1e-4 still fails a wrong path.
+ACTION_STATIONARITY: float = 1e-4

@@ -39,7 +39,7 @@ def test_export_figure_writes_three_formats(tmp_path):
     fig, ax = plotting.new_figure()
     ax.plot([0, 1], [1, 0])
     paths = plotting.export_figure(fig, "fig-test-line", tmp_path)
-    assert sorted(paths) == ["pdf", "png", "svg"]
+    assert {"pdf", "png", "svg"} <= set(paths)
     assert all(p.stat().st_size > 0 for p in paths.values())
     with pytest.raises(ValueError, match="label"):
         plotting.export_figure(fig, "no label", tmp_path)

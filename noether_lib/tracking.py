@@ -27,6 +27,8 @@ summed over the steps since the last row (in float64) and ``steps`` says how man
 """
 from __future__ import annotations
 
+import copy
+
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -332,6 +334,35 @@ class NoetherTracker:
         self._hook.remove()
 
     # -- output -----------------------------------------------------------------------------------------------
+    #: The attributes that hold the record so far; everything else is rebuilt from the model, optimizer and groups.
+    _RECORD = ("_initial", "_host", "_buffer", "_filled", "_meta", "_step", "_window_steps", "_window_lr", "_last_lr",
+               "_lr_changed_last", "_window", "_last_values")
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the record so far (tensors on the host), for checkpoints of interrupted runs."""
+        state: dict[str, Any] = {}
+        for name in self._RECORD:
+            value = getattr(self, name, None)
+            state[name] = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the record saved by :meth:`state_dict`.
+
+        Build the tracker on the same model, optimizer and groups *after* restoring the model and the optimizer
+        (it holds references to the optimizer's state), then call this.
+        """
+        missing = [name for name in self._RECORD if name not in state]
+        if missing:
+            raise ValueError(f"not a NoetherTracker state: missing {missing}")
+        for name in self._RECORD:
+            current, value = getattr(self, name, None), state[name]
+            if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor) and current.shape == value.shape:
+                current.copy_(value)
+            else:
+                setattr(self, name, value.to(self._buffer.device) if isinstance(value, torch.Tensor)
+                        else copy.deepcopy(value))
+
     def table(self) -> pd.DataFrame:
         """The records as a tidy table, one row per (recorded step, unit).
 

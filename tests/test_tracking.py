@@ -208,3 +208,15 @@ def test_misuse_during_training_is_caught():
     with pytest.raises(RuntimeError, match="momentum changed"):
         one_step()
     tracker.close()
+
+
+def test_state_dict_rejects_a_foreign_state():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    groups = find_symmetries(model, torch.randn(8, 4))
+    tracker = NoetherTracker(model, optimizer, groups)
+    state = tracker.state_dict()
+    assert "_initial" in state
+    with pytest.raises(ValueError, match="not a NoetherTracker state"):
+        tracker.load_state_dict({"_step": 3})

@@ -53,16 +53,8 @@ def scale_initial_filters(model: torch.nn.Module, groups: list[SymmetryGroup], f
 
 
 class TrackerRecorder:
-    """:class:`noether_lib.tracking.NoetherTracker` with a saveable state, so that a resumed run continues its record.
-
-    The tracker keeps its record in a few attributes; :meth:`state_dict` copies them (tensors to the host) and
-    :meth:`load_state_dict` puts them back into a tracker built on the same model and groups *after* the model and
-    the optimiser have been restored (the tracker holds references to the optimiser's state).
-    """
-
-    #: The tracker's attributes that hold its record (everything else is rebuilt from the model, optimiser and groups).
-    RECORD = ("_initial", "_host", "_buffer", "_filled", "_meta", "_step", "_window_steps", "_window_lr", "_last_lr",
-              "_lr_changed_last", "_window", "_last_values")
+    """:class:`noether_lib.tracking.NoetherTracker` behind the runner's recorder interface; its
+    :meth:`~noether_lib.tracking.NoetherTracker.state_dict` makes a resumed run continue its record."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, groups: list[SymmetryGroup],
                  every: int) -> None:
@@ -78,21 +70,11 @@ class TrackerRecorder:
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the record so far."""
-        state = {}
-        for name in self.RECORD:
-            value = getattr(self.tracker, name)
-            state[name] = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-        return state
+        return self.tracker.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from a saved record."""
-        for name in self.RECORD:
-            current, value = getattr(self.tracker, name), state[name]
-            if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor) and current.shape == value.shape:
-                current.copy_(value)
-            else:
-                setattr(self.tracker, name, value.to(self.tracker._buffer.device) if isinstance(value, torch.Tensor)
-                        else copy.deepcopy(value))
+        self.tracker.load_state_dict(state)
 
 
 def make_constraint(model: torch.nn.Module, groups: list[SymmetryGroup]) -> Constraint:

@@ -34,6 +34,8 @@ from noether_lib.modified_equation import damping, effective_mass
 from noether_lib.symmetry import Member, SymmetryGroup, conserved_quantity
 
 __all__ = [
+    "smoothed_loss",
+    "loss_curve_gap",
     "polar_lagrangian",
     "radial_equation",
     "angular_equation",
@@ -247,6 +249,27 @@ def angular_update(lr: float, momentum: float, weight_decay: float) -> float:
     (spherical motion dynamics): where :math:`2m|\\dot q|^2` balances :math:`2kr^2` in the exact norm equation."""
     _check_hyper(lr, momentum, weight_decay)
     return float(lr * np.sqrt(weight_decay / effective_mass(lr, momentum)))
+
+
+def smoothed_loss(loss: np.ndarray, window: int = 50) -> np.ndarray:
+    """Running mean of a per-step loss curve over ``window`` steps (only complete windows)."""
+    loss = np.asarray(loss, dtype=float)
+    if window < 1 or window > len(loss):
+        raise ValueError(f"window must lie in [1, {len(loss)}], got {window}")
+    return np.convolve(loss, np.ones(window) / window, mode="valid")
+
+
+def loss_curve_gap(loss: np.ndarray, reference: np.ndarray, window: int = 50) -> float:
+    """Largest gap between two smoothed loss curves, relative to the reference's mean loss.
+
+    The deviation the book asserts when two runs are claimed equivalent (claim 11: free training versus fixed-norm
+    training with the adaptive step :math:`\eta/r^2`).
+    """
+    loss, reference = np.asarray(loss, dtype=float), np.asarray(reference, dtype=float)
+    if loss.shape != reference.shape:
+        raise ValueError(f"the curves must have the same length, got {loss.shape} and {reference.shape}")
+    gap = np.abs(smoothed_loss(loss, window) - smoothed_loss(reference, window)).max()
+    return float(gap / reference.mean())
 
 
 def correlation_factor(autocorrelation: np.ndarray, momentum: float) -> float:

@@ -315,3 +315,17 @@ def test_free_run_and_run_with_its_norms_on_the_sphere_agree():
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_loss_curve_gap_against_a_direct_computation():
+    rng = np.random.default_rng(0)
+    reference = 1.0 + rng.random(200)
+    shifted = reference + 0.1
+    # a constant offset survives smoothing exactly: the gap is the offset over the mean
+    assert nz.loss_curve_gap(shifted, reference, window=10) == pytest.approx(0.1 / reference.mean())
+    assert nz.loss_curve_gap(reference, reference) == 0.0
+    assert np.allclose(nz.smoothed_loss(np.arange(5.0), window=2), [0.5, 1.5, 2.5, 3.5])
+    with pytest.raises(ValueError, match="same length"):
+        nz.loss_curve_gap(reference[:10], reference)
+    with pytest.raises(ValueError, match="window"):
+        nz.smoothed_loss(reference, window=0)

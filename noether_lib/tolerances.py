@@ -1,8 +1,11 @@
 """Every tolerance the book asserts, named once, with the reason for its size.
 
-Notebooks and tests import these names; a comparison that fails says which tolerance it broke.
+Notebooks and tests import these names; a comparison that fails says which tolerance it broke. The assertion
+helpers live in :mod:`noether_lib.checks` (``assert_within`` is re-exported here for old imports).
 """
 from __future__ import annotations
+
+from noether_lib.checks import assert_within
 
 __all__ = ["SYMBOLIC_ZERO", "FLOAT64_EXACT", "assert_within"]
 
@@ -12,19 +15,6 @@ SYMBOLIC_ZERO: float = 1e-12
 
 #: Exact discrete recursions evaluated in float64 (relative error).
 FLOAT64_EXACT: float = 1e-6
-
-
-def assert_within(name: str, measured: float, tolerance: float) -> float:
-    """Assert that a measured deviation is below its tolerance, with a message naming both.
-
-    Returns the measured deviation so that a notebook can ``glue`` it.
-    """
-    if not (measured == measured):  # NaN never passes
-        raise AssertionError(f"{name}: the measured deviation is NaN")
-    if not measured <= tolerance:
-        raise AssertionError(f"{name}: measured deviation {measured:.3e} exceeds the tolerance {tolerance:.1e}")
-    print(f"{name}: deviation {measured:.3e} <= tolerance {tolerance:.1e}")
-    return float(measured)
 
 
 #: Relative loss change allowed under a finite symmetry action (float64): normalization layers are exactly

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import sympy as sp
 
-from noether_lib.modified_equation import damping, effective_mass, time_scale
+from noether_lib.learning_rule import damping, effective_mass, time_scale
 
 __all__ = [
     "euler_lagrange",

@@ -22,13 +22,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import sympy as sp
 from scipy.integrate import solve_ivp
 
-from noether_lib.rules import Gradient, check_hyperparameters
-
-#: A hyperparameter: a number, or a sympy expression when the constants enter a Lagrangian.
-Scalar = float | sp.Expr
+from noether_lib.learning_rule import check_hyperparameters, damping, effective_mass, time_scale
+from noether_lib.rules import Gradient
 
 __all__ = [
     "time_scale",
@@ -47,44 +44,6 @@ __all__ = [
 #: Default integration tolerances: far below the :math:`O(\eta^2)` errors the book measures.
 RTOL: float = 1e-11
 ATOL: float = 1e-13
-
-
-def _check_constants(lr: Scalar = 1.0, momentum: Scalar = 0.0, dampening: Scalar = 0.0) -> None:
-    """Validate numeric hyperparameters; symbolic ones (sympy symbols, for the Lagrangians) pass unchecked."""
-    values = (lr, momentum, dampening)
-    if all(not isinstance(v, sp.Basic) or v.is_number for v in values):
-        check_hyperparameters(*(float(v) for v in values))
-
-
-def time_scale(lr: Scalar, dampening: Scalar = 0) -> Scalar:
-    """Continuous time per update, :math:`h=\\eta(1-\\delta)`: after :math:`n` steps :math:`t=nh` (Eq. 3's time).
-
-    Without dampening this is the paper's :math:`t=n\\eta`. PyTorch's dampening scales every gradient after the
-    first by :math:`1-\\delta`, so the rule is heavy ball with learning rate :math:`\\eta(1-\\delta)`.
-    """
-    _check_constants(lr, dampening=dampening)
-    return lr * (1 - dampening)
-
-
-def effective_mass(lr: Scalar, momentum: Scalar = 0, dampening: Scalar = 0) -> Scalar:
-    """Mass of the modified equation (Eq. 3), :math:`m=\\eta(1-\\delta)(1+\\beta)/2` in the time of :func:`time_scale`.
-
-    With :math:`\\delta=0` it is the paper's :math:`m=\\eta(1+\\beta)/2`: the inertia that a finite learning rate adds.
-    Accepts floats or sympy expressions.
-    """
-    _check_constants(lr, momentum, dampening)
-    return time_scale(lr, dampening) * (1 + momentum) / 2
-
-
-def damping(momentum: Scalar = 0, dampening: Scalar = 0) -> Scalar:
-    """Damping of the modified equation (Eq. 3), :math:`\\mu=1-\\beta`.
-
-    In the time :math:`t=n\\eta(1-\\delta)` of :func:`time_scale` the damping does not depend on the dampening
-    :math:`\\delta` (which is only validated here): :math:`\\delta` enters through the time scale and the mass.
-    Accepts floats or sympy expressions.
-    """
-    _check_constants(momentum=momentum, dampening=dampening)
-    return 1 - momentum
 
 
 def velocity_from_momentum_buffer(buffer: np.ndarray, dampening: float = 0.0) -> np.ndarray:

@@ -40,7 +40,7 @@ import sympy as sp
 from scipy.linalg import expm
 
 from noether_lib.mechanics import euler_lagrange, kanai_lagrangian
-from noether_lib.modified_equation import damping, effective_mass, time_scale
+from noether_lib.learning_rule import damping, effective_mass, time_scale
 
 __all__ = [
     "generator",

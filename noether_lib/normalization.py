@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import Module
 
-from noether_lib.modified_equation import damping, effective_mass
+from noether_lib.learning_rule import damping, effective_mass
 from noether_lib.symmetry import Member, SymmetryGroup, conserved_quantity
 
 __all__ = [

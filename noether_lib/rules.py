@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from noether_lib.learning_rule import check_hyperparameters
+
 __all__ = [
     "Gradient",
     "check_hyperparameters",
@@ -38,22 +40,6 @@ __all__ = [
 
 #: The type of a gradient field, which maps parameters (a float64 array) to the gradient of the loss there.
 Gradient = Callable[[np.ndarray], np.ndarray]
-
-
-def check_hyperparameters(lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                          steps: int = 0) -> None:
-    """Raise ``ValueError`` unless :math:`\\eta>0`, :math:`0\\le\\beta<1`, :math:`0\\le\\delta<1`, :math:`k\\ge0` and
-    ``steps`` is a non-negative integer."""
-    if not lr > 0:
-        raise ValueError(f"learning rate must be positive, got {lr}")
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
-    if not 0.0 <= dampening < 1.0:
-        raise ValueError(f"dampening must lie in [0, 1), got {dampening}")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight decay must be non-negative, got {weight_decay}")
-    if not (isinstance(steps, int) and steps >= 0):
-        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
 
 
 def _trajectory(q0: np.ndarray, steps: int) -> np.ndarray:

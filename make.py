@@ -2,7 +2,8 @@
 """One entry point for readers and CI: install, build the book, run the tests.
 
     python3.11 make.py book     # install into .venv, execute every notebook, build _build/html
-    python3.11 make.py test     # install into .venv, run the unit tests and nbval over every notebook
+    python3.11 make.py test     # install into .venv, lint and type-check, run the unit tests and nbval over every notebook
+    python3.11 make.py lint     # install into .venv, run ruff (lint and format check) and mypy only
     python3.11 make.py lab      # install into .venv and open JupyterLab on book/
     python3.11 make.py book --fresh   # forget the execution cache and re-run every notebook
 
@@ -69,7 +70,7 @@ def install() -> None:
         run([sys.executable, "-m", "venv", str(VENV)])
     python = str(BIN / "python")
     run([python, "-m", "pip", "install", "--quiet", "--upgrade", "pip", "setuptools", "wheel"])
-    run([python, "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS), "-e", ".[book]"])
+    run([python, "-m", "pip", "install", "--quiet", "-c", str(CONSTRAINTS), "-e", ".[book,dev]"])
     STAMP.write_text(fingerprint + "\n")
 
 
@@ -90,8 +91,22 @@ def book(fresh: bool) -> None:
     print(f"\nThe book is in {ROOT / '_build' / 'html' / 'index.html'}")
 
 
-def test(extra: list[str]) -> None:
+#: The developer checks the test command runs first: lint, formatting and types (configured in pyproject.toml).
+LINT_COMMANDS: tuple[tuple[str, ...], ...] = (
+    ("ruff", "check", "."),
+    ("ruff", "format", "--check", "."),
+    ("mypy",),
+)
+
+
+def lint() -> None:
     install()
+    for command in LINT_COMMANDS:
+        run([str(BIN / command[0]), *command[1:]], env=env())
+
+
+def test(extra: list[str]) -> None:
+    lint()
     run([str(BIN / "python"), "-m", "pytest", *PYTEST_ARGS, *extra], env=env())
 
 
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     p_book.add_argument("--fresh", action="store_true", help="drop _build (and its execution cache) first")
     p_test = sub.add_parser("test", help="install and run the unit tests and nbval over every notebook")
     p_test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="extra arguments passed to pytest")
+    sub.add_parser("lint", help="install and run ruff (lint, format check) and mypy")
     sub.add_parser("lab", help="install and start JupyterLab on book/")
     args = parser.parse_args(argv)
     if args.command == "install":
@@ -116,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
         book(args.fresh)
     elif args.command == "test":
         test(args.pytest_args)
+    elif args.command == "lint":
+        lint()
     elif args.command == "lab":
         lab()
 

@@ -21,7 +21,7 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-__all__ = ["PALETTE", "DATA_COLUMNS", "use_book_style", "new_figure", "figure_dir", "figure_data", "export_figure"]
+__all__ = ["PALETTE", "DATA_COLUMNS", "use_book_style", "new_figure", "EXPORT_ROOT", "export_root", "figure_dir", "figure_data", "export_figure"]
 
 #: A colour-blind-safe palette (Okabe--Ito); every figure draws its colours from it in order.
 PALETTE: tuple[str, ...] = (
@@ -75,19 +75,30 @@ def new_figure(
     return plt.subplots(nrows, ncols, figsize=(w, max(h, 1.8)), **kwargs)
 
 
+#: Where, inside the repository checkout, exported figures go: a folder of the build output, never the source
+#: tree. The built book serves its ``figures/`` subfolder as ``_static/figures`` (``book/_ext/citing.py``).
+EXPORT_ROOT: tuple[str, ...] = ("_build", "exports")
+
+
+def export_root() -> Path | None:
+    """The folder whose ``figures/`` the built book serves, or ``None`` outside a repository checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    if (repo / "_toc.yml").is_file() and (repo / "book").is_dir():
+        return repo.joinpath(*EXPORT_ROOT)
+    return None
+
+
 def figure_dir() -> Path:
     """Where exported figures go.
 
-    ``$NOETHER_BOOK_FIGURES`` if set; otherwise ``book/_static/figures`` of the repository checkout
-    the library is installed from (served by the built book); otherwise ``./figures``.
+    ``$NOETHER_BOOK_FIGURES`` if set; otherwise ``_build/exports/figures`` of the repository checkout the library
+    is installed from (served by the built book as ``_static/figures``); otherwise ``./figures``.
     """
     override = os.environ.get("NOETHER_BOOK_FIGURES")
     if override:
         return Path(override)
-    repo = Path(__file__).resolve().parents[1]
-    if (repo / "_toc.yml").is_file() and (repo / "book").is_dir():
-        return repo / "book" / "_static" / "figures"
-    return Path.cwd() / "figures"
+    root = export_root()
+    return root / "figures" if root is not None else Path.cwd() / "figures"
 
 
 def _name(label: str, kind: str, counter: dict[str, int]) -> str:

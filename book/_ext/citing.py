@@ -1,7 +1,7 @@
 """Sphinx extension of noether-book: make the book citable and its figures reusable.
 
 * Every figure labelled ``fig-...`` whose exports exist (written by :func:`noether_lib.plotting.export_figure`
-  into ``book/_static/figures``, which the built site serves as ``_static/figures``) gets, under its caption,
+  into :func:`noether_lib.plotting.figure_dir`, under ``_build``, which the built site serves as ``_static/figures``) gets, under its caption,
   links to its PDF, SVG and PNG, to the numbers behind it (CSV) and to its axes description (JSON), and a
   suggested citation naming the book, its version and the figure's label. A ``fig-...`` figure without
   exports is a warning (so the strict build fails); give a figure the class ``no-exports`` to exempt it.
@@ -22,6 +22,8 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
+
+from noether_lib.plotting import export_root, figure_dir
 
 LOGGER = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ def add_export_links(app: Sphinx, doctree: nodes.document, docname: str) -> None
     if app.builder.format != "html":
         return
     root = Path(app.srcdir)
-    exports = root / app.config.citing_figures_dir
+    exports = figure_dir()
     meta = book_metadata(root / app.config.citing_citation_file)
     page_dir = posixpath.dirname(app.builder.get_target_uri(docname)) or "."
     for figure in list(doctree.findall(nodes.figure)):
@@ -135,7 +137,7 @@ def add_export_links(app: Sphinx, doctree: nodes.document, docname: str) -> None
             if not present:
                 if EXEMPT_CLASS not in figure["classes"]:
                     LOGGER.warning(
-                        f"figure {label} has no exported files in {app.config.citing_figures_dir}; "
+                        f"figure {label} has no exported files in {exports}; "
                         f'export it with noether_lib.plotting.export_figure(fig, "{label}") (if its notebook '
                         "was not re-executed, its exports may be gone: python3.11 make.py book --fresh)",
                         location=figure, type="citing", subtype="figure_exports",
@@ -158,10 +160,19 @@ def add_export_links(app: Sphinx, doctree: nodes.document, docname: str) -> None
             legend += [links, cite]
 
 
+def serve_exports(app: Sphinx, config: Any) -> None:
+    """Serve the folder the notebooks export figures into (under ``_build``) as the site's ``_static/figures``."""
+    root = export_root()
+    if root is None:
+        return
+    figure_dir().mkdir(parents=True, exist_ok=True)  # an empty folder still gives a clean static copy
+    config.html_static_path = [*config.html_static_path, str(root)]
+
+
 def setup(app: Sphinx) -> dict[str, Any]:
     app.add_config_value("citing_citation_file", "CITATION.cff", "env")
-    app.add_config_value("citing_figures_dir", "book/_static/figures", "env")
     app.add_config_value("citing_figures_url", "_static/figures", "env")
+    app.connect("config-inited", serve_exports)
     app.add_directive("book-bibtex", BookBibtex)
     app.connect("doctree-resolved", add_export_links)
     return {"version": "1.0", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -86,13 +86,25 @@ def _requirement_name(spec: str) -> str:
     return re.split(r"[<>=!~\[ ;]", spec.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _pip_list() -> list[str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    return next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
+def test_runtime_dependencies_are_ranges():
+    """The library installs beside another torch: pyproject declares ranges, the exact pins live in constraints."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = [spec for spec in project["dependencies"] if "==" in spec]
+    assert not pinned, f"pyproject.toml pins {pinned}; declare a range and pin in requirements/constraints.txt"
+
+
 def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {_requirement_name(s): s.replace(" ", "") for s in project["dependencies"]}
     declared |= {_requirement_name(s): s.replace(" ", "") for s in project["optional-dependencies"]["book"]}
+    assert "-crequirements/constraints.txt" in [s.replace(" ", "") for s in _pip_list()], "environment.yml must use the pins"
+    listed = {_requirement_name(s): s.replace(" ", "") for s in _pip_list() if not s.startswith("-")}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
-    pip_list = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    listed = {_requirement_name(s): s.replace(" ", "") for s in pip_list if not s.startswith("-")}
     assert listed == declared, f"environment.yml and pyproject.toml differ: {set(listed) ^ set(declared)} or pins"
     python = next(d for d in env["dependencies"] if isinstance(d, str) and d.startswith("python"))
     assert python == "python=3.11"

@@ -8,10 +8,12 @@ says which hyperparameters are valid; every other module calls it at its boundar
 """
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import sympy as sp
 
 #: A hyperparameter: a number, or a sympy expression when the constants enter a Lagrangian.
-Scalar = float | sp.Expr
+Scalar: TypeAlias = float | sp.Expr
 
 __all__ = ["Scalar", "check_hyperparameters", "time_scale", "effective_mass", "damping"]
 
@@ -36,7 +38,7 @@ def _check_constants(lr: Scalar = 1.0, momentum: Scalar = 0.0, dampening: Scalar
     """Validate numeric hyperparameters; symbolic ones (sympy symbols, for the Lagrangians) pass unchecked."""
     values = (lr, momentum, dampening)
     if all(not isinstance(v, sp.Basic) or v.is_number for v in values):
-        check_hyperparameters(*(float(v) for v in values))
+        check_hyperparameters(float(lr), float(momentum), float(dampening))
 
 
 def time_scale(lr: Scalar, dampening: Scalar = 0) -> Scalar:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
@@ -55,7 +57,7 @@ def use_book_style() -> None:
             "ytick.labelsize": 8,
             "axes.spines.top": False,
             "axes.spines.right": False,
-            "axes.prop_cycle": mpl.cycler(color=list(PALETTE)),
+            "axes.prop_cycle": cycler(color=list(PALETTE)),
             "lines.linewidth": 1.5,
             "svg.hashsalt": "noether-book",
             "pdf.fonttype": 42,
@@ -101,9 +103,9 @@ def figure_dir() -> Path:
     return root / "figures" if root is not None else Path.cwd() / "figures"
 
 
-def _name(label: str, kind: str, counter: dict[str, int]) -> str:
+def _name(label: object, kind: str, counter: dict[str, int]) -> str:
     """The legend label, or for an unlabelled series its kind and a number (``line1``, ``line2``...)."""
-    if label and not label.startswith("_"):
+    if isinstance(label, str) and label and not label.startswith("_"):
         return label
     counter[kind] = counter.get(kind, 0) + 1
     return f"{kind}{counter[kind]}"
@@ -127,8 +129,8 @@ def _axis_rows(index: int, ax: Axes) -> Iterator[dict[str, Any]]:
             low, high = y.copy(), y.copy()
             if container.has_yerr:
                 segments = barlines[-1].get_segments()
-                low = np.array([min(s[0][1], s[1][1]) for s in segments])
-                high = np.array([max(s[0][1], s[1][1]) for s in segments])
+                low = np.array([min(s[0][1], s[1][1]) for s in segments], dtype=float)
+                high = np.array([max(s[0][1], s[1][1]) for s in segments], dtype=float)
             series = _name(container.get_label(), "errorbar", counter)
             for xi, yi, lo, hi in zip(x, y, low, high):
                 yield {"axis": index, "series": series, "kind": "errorbar", "x": xi, "y": yi, "y_low": lo, "y_high": hi}
@@ -137,8 +139,8 @@ def _axis_rows(index: int, ax: Axes) -> Iterator[dict[str, Any]]:
             horizontal = getattr(container, "orientation", "vertical") == "horizontal"
             for patch in container.patches:
                 x0, y0, w, h = patch.get_x(), patch.get_y(), patch.get_width(), patch.get_height()
-                x, y = (x0 + w, y0 + h / 2) if horizontal else (x0 + w / 2, y0 + h)
-                yield {"axis": index, "series": series, "kind": "bar", "x": float(x), "y": float(y)}
+                bx, by = (x0 + w, y0 + h / 2) if horizontal else (x0 + w / 2, y0 + h)
+                yield {"axis": index, "series": series, "kind": "bar", "x": float(bx), "y": float(by)}
             skip.update(id(p) for p in container.patches)
     for line in ax.get_lines():
         if id(line) in skip or not line.get_transform().contains_branch(ax.transData):
@@ -160,7 +162,7 @@ def _axis_rows(index: int, ax: Axes) -> Iterator[dict[str, Any]]:
         for x, y in points:
             yield {"axis": index, "series": series, "kind": kind, "x": x, "y": y}
     for image in ax.get_images():
-        values = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan)
+        values: np.ndarray = np.ma.filled(np.ma.asarray(image.get_array(), dtype=float), np.nan)
         if values.ndim != 2:
             continue
         left, right, bottom, top = image.get_extent()

@@ -8,6 +8,7 @@ import sympy as sp
 import torch
 
 from noether_lib import noether
+from noether_lib.noether.continuous import _propagator
 from noether_lib.mechanics import is_identically_zero, kanai_lagrangian
 
 t, s = sp.symbols("t s", real=True)
@@ -126,10 +127,10 @@ def simulate(kind: str, lrs: list[float], *, momentum=0.0, dampening=0.0, weight
 def test_exact_recursion_matches_sgd_with_a_step_drop(kind, settings):
     lrs = [0.05] * 60 + [0.01] * 60
     C, U, G, _ = simulate(kind, lrs, **settings)
-    predicted = noether.exact_charge(kind, C[0], lrs, update_sq=U, **settings)
+    predicted = noether.exact_charge(kind, C[0], lrs, update_signed_sq=U, **settings)
     assert noether.relative_error(C, predicted).max() < 1e-12
     if settings["momentum"] == 0:
-        closed = noether.sgd_exact_charge(kind, C[0], lrs, grad_sq=G, weight_decay=settings["weight_decay"])
+        closed = noether.sgd_exact_charge(kind, C[0], lrs, grad_signed_sq=G, weight_decay=settings["weight_decay"])
         assert noether.relative_error(C, closed).max() < 1e-12
 
 
@@ -139,7 +140,7 @@ def test_continuous_prediction_converges_with_the_learning_rate():
     for lr in (0.04, 0.02, 0.01):
         steps = int(round(2.0 / lr))
         C, U, _, P0 = simulate("scale", [lr] * steps, momentum=0.9, weight_decay=0.05)
-        continuous = noether.modified_equation_charge("scale", C[0], [lr] * steps, update_sq=U,
+        continuous = noether.modified_equation_charge("scale", C[0], [lr] * steps, update_signed_sq=U,
                                                       first_projected_update=P0, momentum=0.9, weight_decay=0.05)
         errors.append(noether.relative_error(C, continuous).max())
     assert errors[0] > errors[1] > errors[2]
@@ -152,10 +153,10 @@ def test_continuous_prediction_with_dampening_keeps_the_factor(kind):
     settings = dict(momentum=0.9, dampening=0.5, weight_decay=0.02)
     lrs = [0.02] * 300
     C, U, _, P0 = simulate(kind, lrs, **settings)
-    good = noether.modified_equation_charge(kind, C[0], lrs, update_sq=U, first_projected_update=P0, **settings)
+    good = noether.modified_equation_charge(kind, C[0], lrs, update_signed_sq=U, first_projected_update=P0, **settings)
     assert noether.relative_error(C, good).max() < 1e-2
     if kind == "scale":
-        buggy = noether.modified_equation_charge(kind, C[0], lrs, update_sq=U * 0.5**2, first_projected_update=P0,
+        buggy = noether.modified_equation_charge(kind, C[0], lrs, update_signed_sq=U * 0.5**2, first_projected_update=P0,
                                                  **settings)
         assert noether.relative_error(C, buggy).max() > 10 * noether.relative_error(C, good).max()
 
@@ -177,7 +178,7 @@ def test_propagator_matches_closed_form_solution_in_every_regime(weight_decay):
     exact = sp.dsolve(ode, C(tt), ics={C(0): sp.nsimplify(c0), C(tt).diff(tt).subs(tt, 0): sp.nsimplify(v0)}).rhs
     values = sp.lambdify(tt, exact, "mpmath")
     expected = np.array([float(sp.re(values(n * lr))) for n in range(0, steps + 1, 40)])
-    A, b = noether._propagator(mass, damp, omega, lr)
+    A, b = _propagator(mass, damp, omega, lr)
     state, got = np.array([c0, v0]), [c0]
     for n in range(steps):
         state = A @ state + b * force
@@ -191,8 +192,8 @@ def test_long_runs_do_not_overflow():
     steps = 50_000
     lr = np.full(steps, 0.1)
     U = np.full((steps, 2), 1e-4, dtype=np.float32)
-    c = noether.modified_equation_charge("scale", [1.0, 2.0], lr, update_sq=U, momentum=0.9, weight_decay=5e-4)
-    e = noether.exact_charge("scale", [1.0, 2.0], lr, update_sq=U, momentum=0.9, weight_decay=5e-4)
+    c = noether.modified_equation_charge("scale", [1.0, 2.0], lr, update_signed_sq=U, momentum=0.9, weight_decay=5e-4)
+    e = noether.exact_charge("scale", [1.0, 2.0], lr, update_signed_sq=U, momentum=0.9, weight_decay=5e-4)
     assert np.all(np.isfinite(c)) and np.all(np.isfinite(e))
     # the late-time charge is set by the forcing, not lost: steady state r^4 = m |qdot|^2 / (k mu^2) * ... > 0
     assert np.allclose(c[-1], e[-1], rtol=1e-3)
@@ -213,19 +214,19 @@ def test_gradient_flow_limit_and_schedule_time():
 ])
 def test_unsupported_schedules_are_rejected(lrs, match):
     with pytest.raises(ValueError, match=match):
-        noether.modified_equation_charge("scale", [1.0], lrs, update_sq=np.zeros((len(lrs), 1)))
+        noether.modified_equation_charge("scale", [1.0], lrs, update_signed_sq=np.zeros((len(lrs), 1)))
 
 
 def test_bad_numerical_input():
     with pytest.raises(ValueError, match="kind"):
-        noether.exact_charge("rotation", [1.0], [0.1], update_sq=[[0.0]])
+        noether.exact_charge("rotation", [1.0], [0.1], update_signed_sq=[[0.0]])
     with pytest.raises(ValueError, match="momentum"):
-        noether.exact_charge("scale", [1.0], [0.1], update_sq=[[0.0]], momentum=1.0)
-    with pytest.raises(ValueError, match="update_sq"):
+        noether.exact_charge("scale", [1.0], [0.1], update_signed_sq=[[0.0]], momentum=1.0)
+    with pytest.raises(ValueError, match="update_signed_sq"):
         noether.exact_charge("scale", [1.0], [0.1])
     with pytest.raises(ValueError, match="shape"):
-        noether.exact_charge("scale", [1.0, 2.0], [0.1], update_sq=[[0.0]])
+        noether.exact_charge("scale", [1.0, 2.0], [0.1], update_signed_sq=[[0.0]])
     with pytest.raises(ValueError, match="weight decay"):
-        noether.sgd_exact_charge("scale", [1.0], [0.1], grad_sq=[[0.0]], weight_decay=-1)
+        noether.sgd_exact_charge("scale", [1.0], [0.1], grad_signed_sq=[[0.0]], weight_decay=-1)
     with pytest.raises(ValueError, match="undefined"):
         noether.relative_error(np.zeros((3, 1)), np.zeros((3, 1)))

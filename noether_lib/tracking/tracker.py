@@ -1,0 +1,371 @@
+"""The online recorder of Noether charges during training with any ``torch.optim`` optimizer.
+
+Usage (the loop you already have; the tracker records inside the optimizer's step hooks)::
+
+    tracker = NoetherTracker(model, optimizer, find_symmetries(model, x))   # records step 0
+    for x, y in batches:
+        optimizer.zero_grad()
+        loss_fn(model(x), y).backward()
+        optimizer.step()          # recorded here: before the step (weights, gradients), after it (the update)
+        scheduler.step()          # any scheduler
+    table = tracker.table()       # the charges table (noether_lib.schema); tracker.save(path, config) writes it
+
+Per symmetry group and unit it records the charge :math:`C_n` (:func:`noether_lib.symmetry.conserved_quantity`)
+and, for the step :math:`n-1\\to n`, the quantities the predictions of :mod:`noether_lib.noether` need
+(:data:`noether_lib.tracking.layout.ROWS`). Everything is captured in ``optimizer.register_step_pre_hook`` and
+``register_step_post_hook``: the gradients the optimizer uses (after a ``GradScaler`` unscaled them; a step the
+scaler skips is no step), the weights before and after. So ``zero_grad`` anywhere, ``optimizer.load_state_dict``
+after attaching, a forgotten ``tracker.step()``, any learning-rate or momentum schedule and any optimizer or
+precision are recorded as they happened. Training in eval mode is refused (batch norm's scale symmetries do not
+hold there) unless ``allow_eval=True``.
+
+Cost: one snapshot of the tracked weights (1x their memory), the reductions in chunks (no temporary larger than
+``chunk_elements``), a float64 buffer of ``chunk`` rows on the device copied to the host when full.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from noether_lib.symmetry import SymmetryError, SymmetryGroup, verify_symmetries
+from noether_lib.tracking import records
+from noether_lib.tracking.layout import GRAD, ROWS, UPDATE, Entry, current_charges, post_step, pre_step
+from noether_lib.tracking.optimizers import optimizer_label, read_hyperparameters
+
+__all__ = ["NoetherTracker", "unwrap_model"]
+
+_KINDS = ("translation", "scale", "rescale")
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module whose parameter names the symmetry groups use: ``torch.compile``'s and DDP's wrappers removed."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def _unique_names(groups: Sequence[SymmetryGroup]) -> list[SymmetryGroup]:
+    """The groups with repeated names made distinct (``"name"``, ``"name #2"``, ...): the table is keyed by name."""
+    seen: dict[str, int] = {}
+    out = []
+    for group in groups:
+        count = seen[group.name] = seen.get(group.name, 0) + 1
+        out.append(
+            group if count == 1 else SymmetryGroup(group.kind, f"{group.name} #{count}", group.members, group.num_units)
+        )
+    return out
+
+
+class NoetherTracker:
+    """Records the charges of ``groups`` while ``model`` is trained by ``optimizer``.
+
+    Args:
+        model: the network (a ``torch.compile``'d or DDP-wrapped one is unwrapped for the parameter names).
+        optimizer: any ``torch.optim`` optimizer over (at least) every parameter of every group.
+        groups: the symmetry groups to track (e.g. :func:`noether_lib.symmetry.find_symmetries`). Repeated names
+            are made distinct with a ``" #2"`` suffix.
+        every: write a row every ``every`` steps (1: every step, as the predictions need).
+        scheduler: accepted for compatibility and ignored: every scheduler records (the learning rates are read
+            from the optimizer at each step).
+        verify: optional ``(inputs, targets)``; the groups are then proven on the model with
+            :func:`noether_lib.symmetry.verify_symmetries` (with ``loss_fn``) before anything is recorded.
+        loss_fn: the training loss, for ``verify`` (default cross-entropy).
+        allow_eval: record optimizer steps taken in eval mode instead of refusing them.
+        chunk: rows kept on the device before one copy to the host.
+        chunk_elements: the largest block reduced at once (bounds the temporaries).
+
+    Raises:
+        ValueError: a parameter that is not optimised or frozen, ``every < 1``, no groups.
+        noether_lib.symmetry.SymmetryError: a group that does not fit the model's parameters or (with ``verify``)
+            a symmetry the model does not have.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        groups: Sequence[SymmetryGroup],
+        *,
+        every: int = 1,
+        scheduler: Any = None,
+        verify: tuple[torch.Tensor, torch.Tensor] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        allow_eval: bool = False,
+        chunk: int = 32,
+        chunk_elements: int | None = None,
+    ) -> None:
+        for name, value in (("every", every), ("chunk", chunk)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        groups = _unique_names(list(groups))
+        if not groups:
+            raise ValueError("no symmetry groups to track")
+        del scheduler  # every schedule records; the rates are read from the optimizer at each step
+        self.model, self.optimizer, self.groups, self.every = model, optimizer, groups, every
+        self._named = unwrap_model(model)
+        self.allow_eval = allow_eval
+        params = dict(self._named.named_parameters())
+        self._check_groups(params)
+        if verify is not None:
+            self._verify(groups, verify, loss_fn)
+        self._build(params, optimizer)
+        device = self._entries[0].param.device
+        if chunk_elements is None:
+            chunk_elements = 1 << (22 if device.type == "cuda" else 16)
+        self._chunk_elements = chunk_elements
+        self._chunk = chunk
+        self._device = device
+        self._buffer = torch.zeros(chunk, len(ROWS), self._units, dtype=torch.float64, device=device)
+        self._work = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
+        self._window = torch.zeros(2, self._units, dtype=torch.float64, device=device) if every > 1 else None
+        self._host: list[np.ndarray] = []
+        self._filled = 0
+        self._meta: list[dict[str, Any]] = []  # per row: step, steps in window, hyperparameters, time increments
+        self._step = 0
+        self._window_steps = 0
+        self._window_time = np.zeros(len(self._param_groups))
+        self._hyper: list[tuple] | None = None
+        self._in_step = False
+        self._optimizer_label = optimizer_label(optimizer)
+        initial = torch.zeros(3, self._units, dtype=torch.float64, device=device)
+        self._read_charges(initial)
+        self._initial = initial.cpu().numpy()
+        self._initial_hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._before_step),
+            optimizer.register_step_post_hook(self._after_step),
+        ]
+
+    # -- setup ------------------------------------------------------------------------------------------------
+    def _check_groups(self, params: Mapping[str, torch.Tensor]) -> None:
+        for group in self.groups:
+            if group.kind not in _KINDS:
+                raise SymmetryError(f"group {group.name!r}: the tracker records {_KINDS}, not {group.kind!r}")
+            for m in group.members:
+                if m.parameter not in params:
+                    raise SymmetryError(f"group {group.name!r}: the model has no parameter {m.parameter!r}")
+                p = params[m.parameter]
+                bad_dim = not -p.dim() <= m.dim < max(p.dim(), 1)
+                if bad_dim or (group.num_units > 1 and p.shape[m.dim] % group.num_units):
+                    raise SymmetryError(
+                        f"group {group.name!r}: parameter {m.parameter!r} of shape {tuple(p.shape)} has no "
+                        f"{group.num_units} units along dim {m.dim}"
+                    )
+                if not p.requires_grad:
+                    raise ValueError(f"group {group.name!r}: parameter {m.parameter!r} is frozen")
+                if not p.dtype.is_floating_point:
+                    raise ValueError(f"group {group.name!r}: parameter {m.parameter!r} is not floating point")
+
+    def _verify(
+        self,
+        groups: list[SymmetryGroup],
+        verify: tuple[torch.Tensor, torch.Tensor],
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    ) -> None:
+        options: dict[str, Any] = {}
+        if "loss_fn" in inspect.signature(verify_symmetries).parameters:
+            options["loss_fn"] = loss_fn or F.cross_entropy
+        elif loss_fn is not None:
+            raise ValueError("this version of verify_symmetries takes no loss_fn; verify with cross-entropy only")
+        verify_symmetries(self._named, groups, *verify, **options)
+
+    def _build(self, params: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+        owner = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
+        snapshots: dict[int, torch.Tensor] = {}
+        self._entries: list[Entry] = []
+        self._unit_group: list[int] = []
+        self._group_param_groups: list[list[int]] = []
+        unit = 0
+        for gi, group in enumerate(self.groups):
+            indices = []
+            for m in group.members:
+                p = params[m.parameter]
+                if id(p) not in owner:
+                    raise ValueError(f"group {group.name!r}: parameter {m.parameter!r} is not in the optimizer")
+                units = group.num_units
+                if units == 1:
+                    before, after = p.numel(), 1
+                else:
+                    dim = m.dim % max(p.dim(), 1)
+                    before = int(np.prod(p.shape[:dim], dtype=np.int64))
+                    after = p.numel() // (before * units)
+                new = id(p) not in snapshots
+                if new:
+                    snapshots[id(p)] = torch.empty(p.numel(), dtype=p.dtype, device=p.device)
+                self._entries.append(
+                    Entry(
+                        p,
+                        snapshots[id(p)],
+                        new,
+                        before,
+                        units,
+                        after,
+                        float(m.sign),
+                        group.kind == "translation",
+                        owner[id(p)],
+                        unit,
+                    )
+                )
+                indices.append(owner[id(p)])
+            self._unit_group.extend([gi] * group.num_units)
+            self._group_param_groups.append(sorted(set(indices)))
+            unit += group.num_units
+        self._units = unit
+        self._param_groups = sorted({e.param_group for e in self._entries})
+        self._position = {pg: i for i, pg in enumerate(self._param_groups)}
+        self._dtypes = [self._lowest_precision(gi) for gi in range(len(self.groups))]
+
+    def _lowest_precision(self, group_index: int) -> str:
+        dtypes = {e.param.dtype for e, g in zip(self._entries, self._entry_groups()) if g == group_index}
+        return str(max(dtypes, key=lambda d: torch.finfo(d).eps)).replace("torch.", "")
+
+    def _entry_groups(self) -> list[int]:
+        return [self._unit_group[e.first_unit] for e in self._entries]
+
+    # -- recording --------------------------------------------------------------------------------------------
+    def _weight_decays(self) -> list[float]:
+        return [float(self.optimizer.param_groups[e.param_group].get("weight_decay", 0.0)) for e in self._entries]
+
+    def _read_charges(self, out: torch.Tensor) -> None:
+        current_charges(self._entries, out, self._chunk_elements, self._weight_decays())
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self.allow_eval and not self.model.training:
+            raise RuntimeError(
+                "optimizer.step() in eval mode: batch norm then normalises with running statistics and its scale "
+                "symmetries do not hold, so the recorded charges would not be the ones the predictions describe. "
+                "Call model.train() before training, or build the tracker with allow_eval=True"
+            )
+        self._hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
+        self._work.zero_()
+        pre_step(self._entries, self._work, self._chunk_elements)
+        self._in_step = True
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if not self._in_step:
+            return  # a step whose pre-hook failed
+        self._in_step = False
+        nesterov = [bool(optimizer.param_groups[e.param_group].get("nesterov", False)) for e in self._entries]
+        buffers = [
+            optimizer.state.get(e.param, {}).get("momentum_buffer") if n else None
+            for e, n in zip(self._entries, nesterov)
+        ]
+        post_step(self._entries, self._work, self._chunk_elements, self._weight_decays(), buffers)
+        self._step += 1
+        self._window_steps += 1
+        assert self._hyper is not None
+        self._window_time += np.array([h[0] for h in self._hyper])
+        if self._window is not None:
+            self._window[0].add_(self._work[UPDATE])
+            self._window[1].add_(self._work[GRAD])
+        if self._step % self.every == 0:
+            self._write()
+
+    def step(self) -> None:
+        """Nothing to do: recording happens inside ``optimizer.step()`` (kept so that loops written for earlier
+        versions, which called it after each optimizer step, keep working)."""
+
+    def _write(self) -> None:
+        if self._filled == self._chunk:
+            self._flush()
+        row = self._buffer[self._filled]
+        row.copy_(self._work)
+        if self._window is not None:
+            row[UPDATE].copy_(self._window[0])
+            row[GRAD].copy_(self._window[1])
+            self._window.zero_()
+        self._filled += 1
+        self._meta.append(
+            {
+                "step": self._step,
+                "steps": self._window_steps,
+                "hyper": list(self._hyper or []),
+                "time": self._window_time.copy(),
+            }
+        )
+        self._window_steps = 0
+        self._window_time[:] = 0.0
+
+    def _flush(self) -> None:
+        if self._filled:
+            self._host.append(self._buffer[: self._filled].cpu().numpy().copy())
+            self._filled = 0
+
+    def close(self) -> None:
+        """Detach from the optimizer (the recorded table stays available)."""
+        for hook in self._hooks:
+            hook.remove()
+
+    # -- state ------------------------------------------------------------------------------------------------
+    #: The attributes that hold the record so far; everything else is rebuilt from the model, optimizer and groups.
+    _RECORD = (
+        "_initial",
+        "_initial_hyper",
+        "_host",
+        "_buffer",
+        "_filled",
+        "_meta",
+        "_step",
+        "_window_steps",
+        "_window_time",
+        "_window",
+    )
+
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of the record so far (tensors on the host), for checkpoints of interrupted runs."""
+        self._flush()
+        state: dict[str, Any] = {}
+        for name in self._RECORD:
+            value = getattr(self, name, None)
+            state[name] = value.detach().cpu().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the record saved by :meth:`state_dict` (build the tracker on the same model, optimizer and
+        groups, then call this)."""
+        missing = [name for name in self._RECORD if name not in state]
+        if missing:
+            raise ValueError(f"not a NoetherTracker state: missing {missing}")
+        for name in self._RECORD:
+            current, value = getattr(self, name, None), state[name]
+            if isinstance(current, torch.Tensor) and isinstance(value, torch.Tensor) and current.shape == value.shape:
+                current.copy_(value)
+            else:
+                setattr(self, name, value.to(self._device) if isinstance(value, torch.Tensor) else copy.deepcopy(value))
+
+    # -- output -----------------------------------------------------------------------------------------------
+    def table(self) -> pd.DataFrame:
+        """The records as the charges table (:data:`noether_lib.schema.CHARGES_COLUMNS`), one row per (recorded
+        step, group, unit); step 0 holds the initial charge (its step columns are NaN)."""
+        self._flush()
+        rows = np.concatenate(self._host) if self._host else np.zeros((0, len(ROWS), self._units))
+        layout = records.Layout(
+            names=[g.name for g in self.groups],
+            kinds=[g.kind for g in self.groups],
+            num_units=[g.num_units for g in self.groups],
+            unit_group=self._unit_group,
+            group_param_groups=[[self._position[i] for i in pgs] for pgs in self._group_param_groups],
+            optimizer=self._optimizer_label,
+            dtypes=self._dtypes,
+        )
+        return records.charges_table(layout, self._initial, self._initial_hyper, rows, self._meta)
+
+    def save(self, path: str | Path, config: Mapping[str, Any]) -> Path:
+        """Write :meth:`table` as CSV to ``path`` and, beside it (``.json``), ``config`` with the tracked groups.
+
+        Returns the CSV's path; :func:`noether_lib.tracking.load_tracking` reads both back.
+        """
+        return records.save_table(self.table(), path, config, self.every, self.groups)

@@ -1,4 +1,5 @@
 """Symmetry actions Q(q, s), their generators, and acting on networks."""
+
 import math
 
 import numpy as np

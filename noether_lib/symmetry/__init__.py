@@ -1,0 +1,60 @@
+"""Symmetries of a network's loss: the groups, their actions and generators, their discovery and their verification.
+
+* :mod:`~noether_lib.symmetry.groups`: :class:`SymmetryGroup` and its :class:`Member` parameters, the per-unit
+  :func:`conserved_quantity` (Eq. 13 of the paper), :class:`SymmetryError`, the kind type :data:`SymmetryKind`.
+* :mod:`~noether_lib.symmetry.actions`: the actions :math:`Q(q,s)` on plain vectors (:class:`Translation`,
+  :class:`Scale`, :class:`Rescale`, :class:`Rotation`) and on networks (:func:`apply_symmetry`,
+  :func:`scale_filter_norms`).
+* :mod:`~noether_lib.symmetry.discovery`: :func:`find_symmetries` reads the groups off a model's graph
+  (:mod:`torch.fx`; the walks are in :mod:`~noether_lib.symmetry.search` and :mod:`~noether_lib.symmetry.graph`).
+* :mod:`~noether_lib.symmetry.verification`: :func:`verify_symmetries` and :func:`check_symmetry` prove them
+  numerically on a float64 copy of the model and raise :class:`SymmetryError` where one fails.
+"""
+
+from __future__ import annotations
+
+from noether_lib.symmetry.actions import (
+    VERIFICATION_PARAMETERS,
+    VERIFICATION_SPREAD,
+    Rescale,
+    Rotation,
+    Scale,
+    Translation,
+    apply_symmetry,
+    scale_filter_norms,
+)
+from noether_lib.symmetry.discovery import FoundSymmetries, LossKind, find_symmetries, loss_kind, weight_coverage
+from noether_lib.symmetry.groups import (
+    SYMMETRY_KINDS,
+    Member,
+    SymmetryError,
+    SymmetryGroup,
+    SymmetryKind,
+    conserved_quantity,
+)
+from noether_lib.symmetry.verification import SymmetryCheck, check_symmetry, verify_symmetries
+
+__all__ = [
+    "SymmetryKind",
+    "SYMMETRY_KINDS",
+    "Member",
+    "SymmetryGroup",
+    "conserved_quantity",
+    "SymmetryError",
+    "Translation",
+    "Scale",
+    "Rescale",
+    "Rotation",
+    "VERIFICATION_PARAMETERS",
+    "VERIFICATION_SPREAD",
+    "apply_symmetry",
+    "scale_filter_norms",
+    "LossKind",
+    "loss_kind",
+    "FoundSymmetries",
+    "find_symmetries",
+    "weight_coverage",
+    "SymmetryCheck",
+    "check_symmetry",
+    "verify_symmetries",
+]

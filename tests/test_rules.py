@@ -6,6 +6,7 @@ from scipy.optimize import minimize
 from torch import nn
 
 from noether_lib import rules
+from noether_lib.tolerances import FLOAT64_EXACT
 
 H = np.array([[2.0, 0.5], [0.5, 1.0]])
 
@@ -76,6 +77,26 @@ def test_heavy_ball_matches_torch_sgd(momentum, dampening, k):
         optimizer.step()
         torch_path.append(point.q.detach().numpy().copy())
     np.testing.assert_allclose(path, np.array(torch_path), rtol=1e-12, atol=1e-14)
+
+
+def _torch_sgd_path(dtype: torch.dtype, steps: int = 50) -> np.ndarray:
+    """The chapter-1 comparison: torch.optim.SGD (momentum, dampening, weight decay) on the nonlinear loss."""
+    point = nn.Module()
+    point.q = nn.Parameter(torch.tensor(Q0, dtype=dtype))
+    path = rules.torch_sgd_trajectory(point, lambda: nonlinear_loss(point.q), 0.02, steps, momentum=0.9,
+                                      dampening=0.3, weight_decay=0.01)
+    return np.asarray(path, dtype=np.float64)
+
+
+def test_float64_exact_passes_float64_and_rejects_float32():
+    """FLOAT64_EXACT discriminates precisions: the float64 SGD path meets heavy_ball at round-off, a float32 one not."""
+    reference = rules.heavy_ball(nonlinear_gradient, Q0, 0.02, 50, momentum=0.9, dampening=0.3, weight_decay=0.01)
+
+    def deviation(path: np.ndarray) -> float:
+        return float(np.abs(path - reference).max() / np.abs(reference).max())
+
+    assert deviation(_torch_sgd_path(torch.float64)) <= FLOAT64_EXACT
+    assert deviation(_torch_sgd_path(torch.float32)) > 100 * FLOAT64_EXACT
 
 
 def test_torch_sgd_trajectory_on_a_network_matches_heavy_ball():

@@ -59,11 +59,12 @@ def charges_table(
     """
     count, units = len(meta), len(layout.unit_group)
     unit_group = np.asarray(layout.unit_group)
-    hyper = np.array([m["hyper"] for m in meta], dtype=np.float64).reshape(count, -1, len(_HYPER))
     start = np.asarray(initial_hyper, dtype=np.float64).reshape(1, -1, len(_HYPER))
+    positions = start.shape[1]
+    hyper = np.array([m["hyper"] for m in meta], dtype=np.float64).reshape(count, positions, len(_HYPER))
     hyper_all = np.concatenate([start, hyper]) if count else start
     by_group = {h: _per_group(layout, hyper_all[..., i])[:, unit_group] for i, h in enumerate(_HYPER)}
-    increments = np.array([m["time"] for m in meta], dtype=np.float64).reshape(count, -1)
+    increments = np.array([m["time"] for m in meta], dtype=np.float64).reshape(count, positions)
     times = np.concatenate([np.zeros((1, units)), np.cumsum(_per_group(layout, increments), axis=0)[:, unit_group]])
     nan_row = np.full((1, units), np.nan)
     record = {name: np.concatenate([nan_row, rows[:, i]]) for i, name in enumerate(ROWS)}
@@ -71,7 +72,8 @@ def charges_table(
         record[name][0] = initial[i]
     steps = np.array([m["steps"] for m in meta], dtype=np.float64)
     kinds = np.asarray(layout.kinds)[unit_group]
-    record["update_momentum"] = np.where(by_group["nesterov"] > 0, record["update_momentum"], np.nan)
+    wanted = (by_group["nesterov"] > 0) & (kinds != "translation")  # R enters only Nesterov's quadratic recursion
+    record["update_momentum"] = np.where(wanted, record["update_momentum"], np.nan)
     record["update_momentum"][0] = np.nan
     data = {
         "step": np.repeat(np.concatenate([[0], [m["step"] for m in meta]]).astype(int), units),

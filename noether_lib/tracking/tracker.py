@@ -14,7 +14,9 @@ Per symmetry group and unit it records the charge :math:`C_n` (:func:`noether_li
 and, for the step :math:`n-1\\to n`, the quantities the predictions of :mod:`noether_lib.noether` need
 (:data:`noether_lib.tracking.layout.ROWS`). Everything is captured in ``optimizer.register_step_pre_hook`` and
 ``register_step_post_hook``: the gradients the optimizer uses (after a ``GradScaler`` unscaled them; a step the
-scaler skips is no step), the weights before and after. So ``zero_grad`` anywhere, ``optimizer.load_state_dict``
+scaler skips is no step) and the weights before the step; the weights after it are measured when the next step
+begins (or at :meth:`NoetherTracker.step` or :meth:`NoetherTracker.table`), so a constraint applied between steps
+is part of the recorded update. So ``zero_grad`` anywhere, ``optimizer.load_state_dict``
 after attaching, a forgotten ``tracker.step()``, any learning-rate or momentum schedule and any optimizer or
 precision are recorded as they happened. Training in eval mode is refused (batch norm's scale symmetries do not
 hold there) unless ``allow_eval=True``.
@@ -138,7 +140,7 @@ class NoetherTracker:
         self._window_steps = 0
         self._window_time = np.zeros(len(self._param_groups))
         self._hyper: list[tuple] | None = None
-        self._in_step = False
+        self._in_step = self._pending = False
         self._optimizer_label = optimizer_label(optimizer)
         initial = torch.zeros(3, self._units, dtype=torch.float64, device=device)
         self._read_charges(initial)
@@ -249,18 +251,26 @@ class NoetherTracker:
                 "symmetries do not hold, so the recorded charges would not be the ones the predictions describe. "
                 "Call model.train() before training, or build the tracker with allow_eval=True"
             )
+        self._finish()
         self._hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._work.zero_()
         pre_step(self._entries, self._work, self._chunk_elements)
         self._in_step = True
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if not self._in_step:
-            return  # a step whose pre-hook failed
-        self._in_step = False
-        nesterov = [bool(optimizer.param_groups[e.param_group].get("nesterov", False)) for e in self._entries]
+        if self._in_step:
+            self._in_step, self._pending = False, True
+
+    def _finish(self) -> None:
+        """Measure the step taken: called lazily (by the next step, :meth:`step`, :meth:`table`, ...), so that what
+        the loop does to the weights between optimizer steps (a projection, a constraint) counts in the update."""
+        if not self._pending:
+            return
+        self._pending = False
+        groups = self.optimizer.param_groups
+        nesterov = [bool(groups[e.param_group].get("nesterov", False)) for e in self._entries]
         buffers = [
-            optimizer.state.get(e.param, {}).get("momentum_buffer") if n else None
+            self.optimizer.state.get(e.param, {}).get("momentum_buffer") if n else None
             for e, n in zip(self._entries, nesterov)
         ]
         post_step(self._entries, self._work, self._chunk_elements, self._weight_decays(), buffers)
@@ -275,8 +285,10 @@ class NoetherTracker:
             self._write()
 
     def step(self) -> None:
-        """Nothing to do: recording happens inside ``optimizer.step()`` (kept so that loops written for earlier
-        versions, which called it after each optimizer step, keep working)."""
+        """Optional: finish recording the optimizer step just taken (otherwise done by the next one or by
+        :meth:`table`). Call it after whatever the loop does to the weights after ``optimizer.step()`` (a
+        constraint), or not at all; loops written for earlier versions, which called it, keep working."""
+        self._finish()
 
     def _write(self) -> None:
         if self._filled == self._chunk:
@@ -306,6 +318,7 @@ class NoetherTracker:
 
     def close(self) -> None:
         """Detach from the optimizer (the recorded table stays available)."""
+        self._finish()
         for hook in self._hooks:
             hook.remove()
 
@@ -326,6 +339,7 @@ class NoetherTracker:
 
     def state_dict(self) -> dict[str, Any]:
         """A copy of the record so far (tensors on the host), for checkpoints of interrupted runs."""
+        self._finish()
         self._flush()
         state: dict[str, Any] = {}
         for name in self._RECORD:
@@ -350,6 +364,7 @@ class NoetherTracker:
     def table(self) -> pd.DataFrame:
         """The records as the charges table (:data:`noether_lib.schema.CHARGES_COLUMNS`), one row per (recorded
         step, group, unit); step 0 holds the initial charge (its step columns are NaN)."""
+        self._finish()
         self._flush()
         rows = np.concatenate(self._host) if self._host else np.zeros((0, len(ROWS), self._units))
         layout = records.Layout(

@@ -115,7 +115,7 @@ def _weight_norm_directions(search: Search) -> list[SymmetryGroup]:
 def _shift_translations(search: Search, why: dict[str, str]) -> list[SymmetryGroup]:
     groups = []
     for p in search.producers.values():
-        module = search.modules[p.name]
+        module = search.modules.get(p.name)
         bias = [m for m in p.members if m.parameter.endswith("bias")]
         if not isinstance(module, G.WEIGHT_LAYERS) or not bias:
             continue
@@ -141,8 +141,8 @@ def _logit_translations(search: Search, kind: LossKind, why: dict[str, str]) -> 
     output = next(n for n in search.nodes if n.op == "output")
     logits = output.args[0]
     through_log_softmax = False
-    if isinstance(logits, torch.fx.Node) and G.is_log_softmax(logits) and len(logits.users) == 1:
-        dim = G.args(logits)[1] if len(logits.args) > 1 else G.kwargs(logits).get("dim")
+    if isinstance(logits, torch.fx.Node) and G.is_log_softmax(logits, search.modules) and len(logits.users) == 1:
+        dim = G.softmax_dim(logits, search.modules)
         out = G.shape(logits)
         if out is not None and dim is not None and int(dim) % len(out) == len(out) - 1:
             logits, through_log_softmax = logits.args[0], True
@@ -164,6 +164,8 @@ def _logit_translations(search: Search, kind: LossKind, why: dict[str, str]) -> 
         ("bias", 0, 1, "all logits"),
     ):
         member = search.parameter(name, attr)
+        if isinstance(member, Member) and member.parameter != f"{name}.{attr}":
+            member = f"{name}.{attr} is weight-normalized: its columns cannot be translated through g and v"
         if isinstance(member, Member):
             title = f"{name} ({label})" if attr == "weight" else f"{name}.bias ({label})"
             groups.append(SymmetryGroup("translation", title, (Member(member.parameter, dim),), units))

@@ -8,6 +8,7 @@ them, or why it cannot be followed. Nothing here decides a group.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import operator
 from collections.abc import Mapping
@@ -137,12 +138,15 @@ def trace(
                 "shapes, e.g. einops-style rearrange, or a non-torch library call); make it a leaf "
                 "module or build the groups by hand"
             )
+        extra = [a for a in list(inspect.signature(model.forward).parameters)[1:] if a not in (concrete_args or {})]
+        if extra:
+            hint += f"; forward also takes {', '.join(extra)}: fix them with concrete_args={{'{extra[0]}': value}}"
         raise SymmetryError(f"cannot trace {name} with torch.fx ({text}): {hint}") from error
     graph_module.eval()
     inputs: list[Any] = [example_input]
     placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
     for node in placeholders[1:]:  # concrete arguments stay placeholders in the traced graph
-        inputs.append((concrete_args or {}).get(str(node.target).split("_1")[0], None))
+        inputs.append((concrete_args or {}).get(str(node.target)))
     try:
         with torch.no_grad():
             ShapeProp(graph_module).propagate(*inputs)
@@ -183,10 +187,18 @@ def is_cat(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target in (torch.cat, torch.concat)
 
 
-def is_log_softmax(node: torch.fx.Node) -> bool:
+def is_log_softmax(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[str(node.target)], nn.LogSoftmax)
     return (node.op == "call_function" and node.target in LOG_SOFTMAX) or (
         node.op == "call_method" and node.target == "log_softmax"
     )
+
+
+def softmax_dim(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> Any:
+    if node.op == "call_module":
+        return getattr(modules[str(node.target)], "dim", None)
+    return args(node)[1] if len(node.args) > 1 else kwargs(node).get("dim")
 
 
 def tensor_args(node: torch.fx.Node) -> list[torch.fx.Node]:

@@ -103,6 +103,12 @@ class Search:
         return Member(full, 0)
 
     def _producer(self, node: torch.fx.Node) -> Producer | str | None:
+        if node.op == "get_attr" and str(node.target) in self.params:  # a tensor parameter (a token, an embedding)
+            name = str(node.target)
+            if name in self.tied:
+                return f"{name} is tied to {', '.join(n for n in self.tied[name] if n != name)} (shared parameter)"
+            p = self.params[name]
+            return Producer(node, name, p.shape[-1], (Member(name, p.ndim - 1),), G.Layout(p.ndim - 1))
         module = G.module_of(node, self.modules)
         if module is None or not isinstance(module, (*G.WEIGHT_LAYERS, *G.NORMS)):
             return None
@@ -240,8 +246,8 @@ class Search:
             return "reaches the model's output"
         others = [a for a in G.tensor_args(user) if a is not node]
         if G.is_add(user) or (G.is_cat(user) and (layout is None or G.cat_dim(user) != layout.dim)):
-            if any(G.shape(a) != G.shape(user) and not G.is_cat(user) for a in [node, *others]):
-                return "a sum that broadcasts"
+            if G.is_add(user) and any(self._broadcasts(a, user, layout) for a in [node, *others]):
+                return "a sum that broadcasts over the producer's channels"
             joined = self._join(others, layout, result, per_channel)
             return joined if joined is not None else layout
         if G.is_cat(user):
@@ -259,7 +265,9 @@ class Search:
         pooled = G.pooled_axes(user, self.modules)
         if pooled is not None:
             return layout if layout is None else G.pool_layout(layout, len(in_shape or ()), pooled)
-        if G.is_reshape(user, self.modules) or (user.op == "call_method" and user.target in ("expand", "expand_as")):
+        if user.op == "call_method" and user.target == "expand" and len(G.shape(user) or ()) == len(in_shape or ()):
+            return layout
+        if G.is_reshape(user, self.modules):
             if layout is None:
                 return None
             moved = G.reshape_layout(layout, in_shape, G.shape(user))
@@ -275,6 +283,14 @@ class Search:
             return None
         return "not positively homogeneous (or not followed)"
 
+    @staticmethod
+    def _broadcasts(operand: torch.fx.Node, total: torch.fx.Node, layout: G.Layout | None) -> bool:
+        """Broadcasting along other axes than the channels commutes with scaling them."""
+        a, b = G.shape(operand), G.shape(total)
+        if a is None or b is None or a == b:
+            return False
+        return len(a) != len(b) or (layout is not None and a[layout.dim] != b[layout.dim])
+
     def _backward(self, node: torch.fx.Node, layout: G.Layout | None, per_channel: bool) -> list[Producer] | str:
         """The producers whose scaling scales ``node`` alike (through homogeneous maps and sums)."""
         if node.name in self.producers:
@@ -284,7 +300,8 @@ class Search:
             return [p]
         if node.name in self.refused:
             return self.refused[node.name]
-        if G.is_homogeneous(node, self.modules) or G.pooled_axes(node, self.modules) is not None:
+        expand = node.op == "call_method" and node.target == "expand"
+        if G.is_homogeneous(node, self.modules) or G.pooled_axes(node, self.modules) is not None or expand:
             return self._backward(node.args[0], layout, per_channel)  # type: ignore[arg-type]
         if G.is_add(node):
             out: list[Producer] = []

@@ -18,6 +18,7 @@ breaks the symmetry: *kinetic symmetry breaking*.
 The mass :math:`m=e^{-\\alpha_t}` (:math:`\\eta(1+\\beta)/2` for SGD with momentum, Eq. 3). Coordinates are sympy
 column matrices of functions ``q_i(t)``; kinetic energies are called as ``T(q, qdot)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -29,6 +30,7 @@ import sympy as sp
 from scipy.integrate import solve_ivp
 
 from noether_lib.mechanics import bregman_divergence, euler_lagrange
+from noether_lib.noether.symbolic import noether_charge, symmetry_derivative
 
 __all__ = [
     "EuclideanKinetic",
@@ -39,6 +41,7 @@ __all__ = [
     "kinetic_symmetry_rate",
     "kinetic_noether_charge",
     "integrate_motion",
+    "phase_space_function",
 ]
 
 
@@ -127,10 +130,17 @@ def coordinates(n: int, t: sp.Symbol, name: str = "q") -> sp.Matrix:
     return sp.Matrix([sp.Function(f"{name}_{i + 1}")(t) for i in range(n)])
 
 
+def _transformation(action: Any, q: sp.Matrix, s: sp.Symbol) -> list[sp.Expr]:
+    return list(_column(action(_column(q), s)))
+
+
 def kinetic_symmetry_rate(
     kinetic: Callable[[sp.Matrix, sp.Matrix], sp.Expr], action: Any, q: sp.Matrix, t: sp.Symbol
 ) -> sp.Expr:
     """:math:`\\partial_sT(Q,\\dot Q)|_{s=0}` with :math:`Q=Q(q(t),s)` and :math:`\\dot Q=\\frac{d}{dt}Q` (Eq. 6).
+
+    This is :func:`noether_lib.noether.symmetry_derivative` (the right-hand side of Eq. 8) applied to the kinetic
+    energy alone, with the transformation given as an action of :mod:`noether_lib.symmetry`.
 
     Args:
         kinetic: a kinetic energy ``T(q, qdot)`` (any class of this module).
@@ -141,21 +151,20 @@ def kinetic_symmetry_rate(
     Returns:
         The simplified rate; zero if and only if the kinetic energy has the symmetry.
     """
+    q = _column(q)
     s = sp.Dummy("s")
-    moved = _column(action(_column(q), s))
-    return sp.simplify(sp.diff(kinetic(moved, moved.diff(t)), s).subs(s, 0).doit())
+    return symmetry_derivative(kinetic(q, q.diff(t)), list(q), _transformation(action, q, s), s, t)
 
 
 def kinetic_noether_charge(
     kinetic: Callable[[sp.Matrix, sp.Matrix], sp.Expr], action: Any, q: sp.Matrix, t: sp.Symbol
 ) -> sp.Expr:
     """The undamped Noether charge :math:`\\langle\\partial_{\\dot q}T,\\partial_sQ|_{s=0}\\rangle` (Eq. 8 with
-    :math:`\\mathcal L=T-V`): for the rotation of a 2-D oscillator, its angular momentum."""
+    :math:`\\mathcal L=T-V`; :func:`noether_lib.noether.noether_charge` of the kinetic energy): for the rotation of a
+    2-D oscillator, its angular momentum."""
     q = _column(q)
-    qdot = q.diff(t)
-    energy = kinetic(q, qdot)
-    generator = _column(action.generator(q))
-    return sp.simplify(sum(sp.diff(energy, v) * x for v, x in zip(qdot, generator)))
+    s = sp.Dummy("s")
+    return sp.simplify(noether_charge(kinetic(q, q.diff(t)), list(q), _transformation(action, q, s), s, t))
 
 
 def integrate_motion(
@@ -191,9 +200,35 @@ def integrate_motion(
     def field(_: float, state: np.ndarray) -> np.ndarray:
         return np.concatenate([state[n:], np.asarray(rhs(state[:n], state[n:]), dtype=float)])
 
-    times = np.asarray(times, dtype=float)
-    result = solve_ivp(field, (times[0], times[-1]), np.concatenate([initial_position, initial_velocity]),
-                       t_eval=times, method="DOP853", rtol=1e-11, atol=1e-11)
+    at = np.asarray(times, dtype=float)
+    result = solve_ivp(
+        field,
+        (at[0], at[-1]),
+        np.concatenate([initial_position, initial_velocity]),
+        t_eval=at,
+        method="DOP853",
+        rtol=1e-11,
+        atol=1e-11,
+    )
     if not result.success:
         raise RuntimeError(f"integration failed: {result.message}")
     return result.y.T
+
+
+def phase_space_function(expression: sp.Expr, q: sp.Matrix, t: sp.Symbol) -> Callable[..., np.ndarray]:
+    """``expression`` in the coordinates ``q_i(t)`` and their velocities as a NumPy function of
+    ``(q_1, ..., q_n, qdot_1, ..., qdot_n)``, e.g. of the columns of :func:`integrate_motion`'s result.
+
+    Velocities are replaced before positions, so that ``q_i(t)`` inside a derivative is not replaced first; the
+    result broadcasts (a constant expression gives an array of the arguments' shape).
+    """
+    q = _column(q)
+    n = len(q)
+    state = sp.symbols(f"x:{2 * n}")
+    plain = expression.subs(dict(zip(q.diff(t), state[n:]))).subs(dict(zip(q, state[:n])))
+    function = sp.lambdify(state, plain, "numpy")
+
+    def evaluate(*values: np.ndarray) -> np.ndarray:
+        return np.asarray(function(*values), dtype=float) * np.ones(np.broadcast(*values).shape)
+
+    return evaluate

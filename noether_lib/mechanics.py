@@ -107,8 +107,17 @@ def is_identically_zero(expression: sp.Expr) -> bool:
     return sp.simplify(sp.expand(expression.rewrite(sp.exp))) == 0
 
 
-def dot_notation(expression: sp.Expr, coordinates: Sequence[sp.Expr], t: sp.Symbol) -> sp.Expr:
-    """Rewrite ``q(t)``, ``dq/dt`` and ``d^2q/dt^2`` as the symbols :math:`q,\\dot q,\\ddot q` for display."""
+def dot_notation(
+    expression: sp.Expr, coordinates: Sequence[sp.Expr], t: sp.Symbol, *, collect: bool = False
+) -> sp.Expr:
+    """Rewrite ``q(t)``, ``dq/dt`` and ``d^2q/dt^2`` as the symbols :math:`q,\\dot q,\\ddot q` for display.
+
+    With ``collect`` the expression is first expanded and collected in the accelerations and velocities, each
+    coefficient factored: an equation of motion then reads :math:`m\\ddot q+\\mu\\dot q+\\dots`.
+    """
+    if collect:
+        derivatives = [sp.diff(q, t, 2) for q in coordinates] + [sp.diff(q, t) for q in coordinates]
+        expression = sp.collect(sp.expand(expression), derivatives, sp.factor)
     replacements: dict[sp.Expr, sp.Expr] = {}
     for q in coordinates:
         name = sp.latex(q.func)

@@ -33,10 +33,9 @@ def toy(units: int, seed: int = 0, radius: float = 1.0):
 
 
 def run_toy(*, steps, lr, momentum, weight_decay, mean, noise, units=64, seed=0, radius=1.0):
-    module, group = toy(units, seed, radius)
-    xi = mean + noise * torch.randn(steps, units, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
-    return nz.train_and_record(module, [group], lambda n: nz.angle_loss(module.q, xi[n]), steps=steps, lr=lr,
-                               momentum=momentum, weight_decay=weight_decay)
+    toy(units, seed, radius)  # the toy starts at the requested norm
+    return nz.train_angle_toy(units=units, steps=steps, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                              mean=mean, noise=noise, seed=seed, radius=radius)
 
 
 # ---------------------------------------------------------------------------------------------------- symbolic
@@ -196,12 +195,6 @@ def test_correlation_factor_against_heavy_ball_on_ar1_noise():
     np.testing.assert_allclose(c, phi ** np.arange(4), atol=0.02)
 
 
-def test_regime_position_ends():
-    white = (1 - 0.9) / (1 + 0.9)
-    assert np.isclose(nz.regime_position(white, 0.9), 0.0) and np.isclose(nz.regime_position(1.0, 0.9), 1.0)
-    assert np.isclose(nz.regime_position(np.sqrt(white), 0.9), 0.5)
-
-
 def test_effective_learning_rate():
     np.testing.assert_allclose(nz.effective_learning_rate(0.1, np.array([0.5, 2.0])), [0.2, 0.05])
 
@@ -307,7 +300,9 @@ def test_free_run_and_run_with_its_norms_on_the_sphere_agree():
         (lambda: nz.autocorrelation(np.ones((3, 2)), 3), "max_lag"),
         (lambda: nz.angle_loss(torch.ones(3, 3), torch.ones(3)), "shape"),
         (lambda: nz.angle_toy(0), "units"),
-        (lambda: nz.regime_position(0.5, 0.0), "momentum"),
+        (lambda: nz.implied_correlation_factor(np.ones((3, 2)), np.ones((3, 1)), 0.1, 0.9, 1e-3, 0), "shape"),
+        (lambda: nz.sphere_step_size(1.0, 2.0, 1.0), "below 1"),
+        (lambda: nz.accumulator_step(1.0, 1.0, 0.0, 1.0), "rho"),
         (lambda: nz.minibatch_loss(nn.Linear(2, 2), torch.ones(4, 2), torch.zeros(4), batch_size=5, seed=0), "batch"),
         (lambda: nz.UnitFilterSGD(mlp_and_groups()[0], mlp_and_groups()[1], lr=-1.0), "learning rate"),
     ],

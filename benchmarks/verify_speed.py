@@ -8,6 +8,7 @@ measure. Target: <= 10 s on one core.
     python benchmarks/verify_speed.py                  # joint loss test (the default)
     python benchmarks/verify_speed.py --alone          # also one forward pass per group, for comparison
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from zoo import MobileNetV2  # noqa: E402
+from zoo import MobileNetV2
 
-from noether_lib.symmetry import find_symmetries, verify_symmetries, weight_coverage  # noqa: E402
+from noether_lib.symmetry import find_symmetries, verify_symmetries, weight_coverage
 
 TARGET_SECONDS = 10.0
 
@@ -49,13 +50,19 @@ def main() -> None:
         table = verify_symmetries(model, groups, x, y)
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-          f"load average {os.getloadavg()[0]:.1f}")
-    print(f"MobileNetV2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(groups)} groups, "
-          f"{covered}/{weights} conv/linear weights in a group; batch {args.batch}, 1 thread")
-    print(f"find_symmetries: {found:.2f} s; verify_symmetries (joint): median {median:.2f} s over {args.reps} "
-          f"(all {', '.join(f'{t:.2f}' for t in times)}); target <= {TARGET_SECONDS:.0f} s: "
-          f"{'met' if median <= TARGET_SECONDS else 'MISSED'}; largest loss change {table['loss_change'].max():.1e}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"MobileNetV2: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {len(groups)} groups, "
+        f"{covered}/{weights} conv/linear weights in a group; batch {args.batch}, 1 thread"
+    )
+    print(
+        f"find_symmetries: {found:.2f} s; verify_symmetries (joint): median {median:.2f} s over {args.reps} "
+        f"(all {', '.join(f'{t:.2f}' for t in times)}); target <= {TARGET_SECONDS:.0f} s: "
+        f"{'met' if median <= TARGET_SECONDS else 'MISSED'}; largest loss change {table['loss_change'].max():.1e}"
+    )
     if args.alone:
         start = time.perf_counter()
         verify_symmetries(model, groups, x, y, joint=False)

@@ -3,6 +3,7 @@ wide-ResNet papers' reference code, RL encoders), at small widths, for the symme
 
 Each factory returns ``(model, input_shape)``. Nothing here knows about symmetry.
 """
+
 from __future__ import annotations
 
 import torch
@@ -164,7 +165,9 @@ class DenseBlock(nn.ModuleDict):
     def __init__(self, num_layers: int, num_input_features: int, growth_rate: int, bn_size: int) -> None:
         super().__init__()
         for i in range(num_layers):
-            self.add_module(f"denselayer{i + 1}", DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size))
+            self.add_module(
+                f"denselayer{i + 1}", DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size)
+            )
 
     def forward(self, init_features):
         features = [init_features]
@@ -183,11 +186,14 @@ class Transition(nn.Sequential):
 
 
 class DenseNet(nn.Module):
-    def __init__(self, growth_rate: int = 4, block_config=(2, 2), init: int = 8, bn_size: int = 2,
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self, growth_rate: int = 4, block_config=(2, 2), init: int = 8, bn_size: int = 2, num_classes: int = 10
+    ) -> None:
         super().__init__()
         layers: dict[str, nn.Module] = {
-            "conv0": nn.Conv2d(3, init, 3, 1, 1, bias=False), "norm0": nn.BatchNorm2d(init), "relu0": nn.ReLU(True),
+            "conv0": nn.Conv2d(3, init, 3, 1, 1, bias=False),
+            "norm0": nn.BatchNorm2d(init),
+            "relu0": nn.ReLU(True),
         }
         num_features = init
         for i, num_layers in enumerate(block_config):
@@ -211,8 +217,11 @@ class DenseNet(nn.Module):
 
 class ConvBNReLU6(nn.Sequential):
     def __init__(self, inp: int, oup: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(nn.Conv2d(inp, oup, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
-                         nn.BatchNorm2d(oup), nn.ReLU6(inplace=True))
+        super().__init__(
+            nn.Conv2d(inp, oup, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(oup),
+            nn.ReLU6(inplace=True),
+        )
 
 
 class InvertedResidual(nn.Module):
@@ -223,16 +232,26 @@ class InvertedResidual(nn.Module):
         layers: list[nn.Module] = []
         if expand_ratio != 1:
             layers.append(ConvBNReLU6(inp, hidden, kernel=1))
-        layers += [ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
-                   nn.Conv2d(hidden, oup, 1, bias=False), nn.BatchNorm2d(oup)]
+        layers += [
+            ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, oup, 1, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
         self.conv = nn.Sequential(*layers)
 
     def forward(self, x):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-MOBILENET_V2_SETTING = [[1, 16, 1, 1], [6, 24, 2, 2], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
-                        [6, 320, 1, 1]]
+MOBILENET_V2_SETTING = [
+    [1, 16, 1, 1],
+    [6, 24, 2, 2],
+    [6, 32, 3, 2],
+    [6, 64, 4, 2],
+    [6, 96, 3, 1],
+    [6, 160, 3, 2],
+    [6, 320, 1, 1],
+]
 
 
 class MobileNetV2(nn.Module):
@@ -303,8 +322,9 @@ class Block(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, img: int = 8, patch: int = 4, dim: int = 16, depth: int = 2, heads: int = 2,
-                 num_classes: int = 10) -> None:
+    def __init__(
+        self, img: int = 8, patch: int = 4, dim: int = 16, depth: int = 2, heads: int = 2, num_classes: int = 10
+    ) -> None:
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -366,8 +386,9 @@ class PixelEncoder(nn.Module):
 
     def __init__(self, channels: int = 3, filters: int = 8, feature_dim: int = 16, actions: int = 4) -> None:
         super().__init__()
-        self.convs = nn.ModuleList([nn.Conv2d(channels, filters, 3, stride=2)] +
-                                   [nn.Conv2d(filters, filters, 3, stride=1) for _ in range(2)])
+        self.convs = nn.ModuleList(
+            [nn.Conv2d(channels, filters, 3, stride=2)] + [nn.Conv2d(filters, filters, 3, stride=1) for _ in range(2)]
+        )
         self.fc = nn.Linear(filters * 3 * 3, feature_dim)
         self.ln = nn.LayerNorm(feature_dim)
         self.q = nn.Sequential(nn.Linear(feature_dim, 32), nn.ReLU(), nn.Linear(32, actions))
@@ -396,8 +417,15 @@ class VGG(nn.Module):
             in_channels = int(v)
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d((2, 2))
-        self.classifier = nn.Sequential(nn.Linear(in_channels * 4, 32), nn.ReLU(True), nn.Dropout(),
-                                        nn.Linear(32, 32), nn.ReLU(True), nn.Dropout(), nn.Linear(32, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(in_channels * 4, 32),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(32, 32),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(32, num_classes),
+        )
 
     def forward(self, x):
         x = torch.flatten(self.avgpool(self.features(x)), 1)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from noether_lib.symmetry import graph as G
+from noether_lib.symmetry.attention import attention_groups
 from noether_lib.symmetry.groups import Member, SymmetryGroup
 from noether_lib.symmetry.search import Cluster, Search, gcd_all
 
@@ -247,7 +248,7 @@ def find_symmetries(
     kind = loss_kind(loss)
     search = Search(model, example_input, concrete_args)
     why: dict[str, str] = {}
-    groups = [*_multiplicative(search, why), *_weight_norm_directions(search)]
+    groups = [*_multiplicative(search, why), *attention_groups(search), *_weight_norm_directions(search)]
     groups += [*_shift_translations(search, why), *_logit_translations(search, kind, why)]
     listed = set(search.params)
     kept = []

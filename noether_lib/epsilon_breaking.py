@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from noether_lib.symmetry import SymmetryGroup
 
-__all__ = ["ROUND_OFF_EPSILON", "set_normalization_epsilon", "batch_variances", "scale_derivative", "predicted_breaking"]
+__all__ = ["ROUND_OFF_EPSILON", "set_normalization_epsilon", "batch_variances", "scale_derivative", "predicted_breaking",
+           "breaking_terms"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -86,3 +88,20 @@ def predicted_breaking(norm: nn.Module, variance: torch.Tensor) -> torch.Tensor:
     if not isinstance(norm, _NORMS) or norm.weight is None or norm.weight.grad is None:
         raise ValueError("need an affine batch-norm layer after backward (its weight.grad)")
     return (norm.eps / (variance + norm.eps) * norm.weight * norm.weight.grad).detach()
+
+
+def breaking_terms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, groups: Sequence[SymmetryGroup],
+                   norms: Sequence[nn.Module], *, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """On one batch (cross-entropy): the measured :math:`\\partial_sf` per filter (:func:`scale_derivative`), the
+    predicted one (:func:`predicted_breaking`, with the unbiased variance if asked) and the share
+    :math:`\\epsilon/(\\sigma^2+\\epsilon)`, concatenated over ``groups``, each fed into the matching entry of ``norms``."""
+    if len(groups) != len(norms):
+        raise ValueError(f"one batch-norm layer per group: {len(groups)} groups, {len(norms)} layers")
+    model.zero_grad(set_to_none=True)
+    nn.functional.cross_entropy(model(inputs), targets).backward()
+    variances = batch_variances(model, inputs, norms, unbiased=unbiased)
+    params = dict(model.named_parameters())
+    measured = torch.cat([scale_derivative(g, params) for g in groups])
+    predicted = torch.cat([predicted_breaking(n, v) for n, v in zip(norms, variances)])
+    share = torch.cat([n.eps / (v + n.eps) for n, v in zip(norms, variances)])
+    return measured.double().numpy(), predicted.double().numpy(), share.double().numpy()

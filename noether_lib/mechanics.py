@@ -34,6 +34,10 @@ __all__ = [
     "is_identically_zero",
     "dot_notation",
     "discretised_action",
+    "numeric_lagrangian",
+    "action_stationarity",
+    "solve_damped_motion",
+    "first_conjugate_time",
     "bregman_divergence",
     "BregmanParameters",
     "bregman_lagrangian",
@@ -146,6 +150,85 @@ def discretised_action(
         raise ValueError("path and times must be one-dimensional arrays of the same length (at least 3 samples)")
     velocity = np.gradient(path, times, edge_order=2)
     return float(np.trapezoid(lagrangian(path, velocity, times), times))
+
+
+def numeric_lagrangian(
+    lagrangian: sp.Expr, q: sp.Expr, t: sp.Symbol, values: dict[sp.Basic, float] | None = None
+) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]:
+    """A one-coordinate Lagrangian in ``q(t)``, its velocity and ``t`` as a vectorised NumPy function
+    ``L(q, qdot, t)`` (for :func:`discretised_action`), after substituting ``values`` (constants, a concrete
+    potential for an undetermined function) and evaluating the derivatives they create."""
+    position, velocity = sp.Dummy("q"), sp.Dummy("v")
+    expression = lagrangian.subs(values or {}).doit()
+    expression = expression.subs(sp.Derivative(q, t), velocity).subs(q, position)
+    return sp.lambdify((position, velocity, t), expression, "numpy")
+
+
+def action_stationarity(
+    path: np.ndarray,
+    times: np.ndarray,
+    lagrangian: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    variations: Sequence[np.ndarray],
+    step: float = 1e-3,
+) -> float:
+    """How far a path is from making the discretised action stationary: :math:`\\max_j|S'_j|/\\max_j|S''_j|`.
+
+    :math:`S'_j` and :math:`S''_j` are the first and second derivatives of :math:`\\varepsilon\\mapsto
+    S[q+\\varepsilon\\,\\delta q_j]` at 0 (:func:`discretised_action`), by central differences with ``step``; each
+    variation should vanish at the end points. The ratio is the size of :math:`\\varepsilon` at which the linear
+    term would match the quadratic one: zero, up to the discretisation, for a solution of the Euler--Lagrange equation.
+    """
+    first, second = [], []
+    for bump in variations:
+        plus, zero, minus = (discretised_action(path + e * np.asarray(bump), times, lagrangian)
+                             for e in (step, 0.0, -step))
+        first.append(abs(plus - minus) / (2 * step))
+        second.append(abs(plus - 2 * zero + minus) / step**2)
+    return max(first) / max(second)
+
+
+def solve_damped_motion(
+    force: Callable[[np.ndarray], np.ndarray],
+    mass: float,
+    damping_coefficient: float,
+    position: float,
+    velocity: float,
+    times: np.ndarray,
+) -> np.ndarray:
+    """Integrate Newton's damped equation :math:`m\\ddot q+\\mu\\dot q=F(q)` numerically (SciPy's DOP853, rtol =
+    atol = 1e-12), with :math:`F=-V'` written by hand: an integration that no symbolic derivation enters.
+
+    Returns the positions :math:`q(t)` at ``times`` (starting at ``times[0]``).
+    """
+    from scipy.integrate import solve_ivp
+
+    if not mass > 0:
+        raise ValueError(f"mass must be positive, got {mass}")
+    times = np.asarray(times, dtype=float)
+
+    def field(_: float, state: np.ndarray) -> list[float]:
+        return [state[1], (float(force(state[0])) - damping_coefficient * state[1]) / mass]
+
+    result = solve_ivp(field, (times[0], times[-1]), [position, velocity], t_eval=times, method="DOP853",
+                       rtol=1e-12, atol=1e-12)
+    if not result.success:
+        raise RuntimeError(f"integration failed: {result.message}")
+    return result.y[0]
+
+
+def first_conjugate_time(mass: float, damping_coefficient: float, spring: float) -> float:
+    """The first conjugate time :math:`\\pi/\\omega`, :math:`\\omega=\\sqrt{k/m-(\\mu/2m)^2}`, of the damped
+    oscillator :math:`V=\\tfrac k2q^2` started from a fixed point.
+
+    The second variation of the Kanai action is :math:`\\int e^{\\mu t/m}(m\\,\\delta\\dot q^2-k\\,\\delta q^2)\\,dt`;
+    its Jacobi equation is the damped equation itself, whose solution with :math:`\\delta q(0)=0` is
+    :math:`e^{-\\mu t/2m}\\sin\\omega t`. For end times below :math:`\\pi/\\omega` the stationary path is a minimum;
+    beyond it some variation lowers the action. Over- or critically damped oscillators have none (``inf``).
+    """
+    if not (mass > 0 and spring > 0 and damping_coefficient >= 0):
+        raise ValueError("mass and spring must be positive and the damping non-negative")
+    omega_sq = spring / mass - (damping_coefficient / (2 * mass)) ** 2
+    return float(np.pi / np.sqrt(omega_sq)) if omega_sq > 0 else float("inf")
 
 
 def bregman_divergence(

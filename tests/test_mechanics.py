@@ -220,3 +220,43 @@ def test_heavy_ball_modified_equation_is_eq3_with_the_dampened_time_scale():
     assert mechanics.is_identically_zero(third - derived.subs(delta, 0) - eta**2 * (1 - beta) / 6 * sp.diff(q, t, 3))
     with pytest.raises(ValueError):
         mechanics.heavy_ball_modified_equation(q, t, eta * 2, beta, 0, potential)
+
+
+def test_solve_damped_motion_against_the_closed_form():
+    times = np.linspace(0.0, 3.0, 301)
+    gamma, omega = 0.2, np.sqrt(4.0 - 0.2**2)
+    exact = np.exp(-gamma * times) * (np.cos(omega * times) + gamma / omega * np.sin(omega * times))
+    path = mechanics.solve_damped_motion(lambda x: -4.0 * x, 1.0, 0.4, 1.0, 0.0, times)
+    np.testing.assert_allclose(path, exact, atol=1e-10)
+
+
+def test_first_conjugate_time_is_the_zero_of_the_jacobi_solution():
+    mass, damping, spring = 2.0, 0.6, 3.0
+    conjugate = mechanics.first_conjugate_time(mass, damping, spring)
+    times = np.linspace(0.0, 1.2 * conjugate, 2001)
+    jacobi = mechanics.solve_damped_motion(lambda x: -spring * x, mass, damping, 0.0, 1.0, times)  # dq(0) = 0
+    first_zero = times[1:][np.argmax(jacobi[1:] <= 0)]
+    assert abs(first_zero - conjugate) < 2 * (times[1] - times[0])
+    assert mechanics.first_conjugate_time(1.0, 5.0, 1.0) == float("inf")  # overdamped: no conjugate point
+
+
+def test_action_stationarity_tells_a_solution_from_a_wrong_path():
+    t, m, mu = sp.Symbol("t"), sp.Symbol("m"), sp.Symbol("mu")
+    q = sp.Function("q")(t)
+    lagrangian = mechanics.numeric_lagrangian(mechanics.kanai_lagrangian(q, t, m, mu, 2 * q**2), q, t,
+                                              {m: 1.0, mu: 0.3})
+    times = np.linspace(0.0, 1.0, 4001)
+    bumps = [np.sin(j * np.pi * times) * np.sin(np.pi * times) for j in (1, 2, 3)]
+    solution = mechanics.solve_damped_motion(lambda x: -4.0 * x, 1.0, 0.3, 1.0, 0.0, times)
+    wrong = mechanics.solve_damped_motion(lambda x: -4.0 * x, 1.0, -0.3, 1.0, 0.0, times)
+    assert mechanics.action_stationarity(solution, times, lagrangian, bumps) < 1e-6
+    assert mechanics.action_stationarity(wrong, times, lagrangian, bumps) > 1e-2
+
+
+def test_dot_notation_collects_an_equation_of_motion():
+    t, m, mu = sp.Symbol("t"), sp.Symbol("m"), sp.Symbol("mu")
+    q = sp.Function("q")(t)
+    expression = m * q.diff(t, 2) + 2 * mu * q.diff(t) - mu * q.diff(t) + mu * m * q.diff(t)
+    shown = mechanics.dot_notation(expression, [q], t, collect=True)
+    qdot = sp.Symbol(r"\dot{q}")
+    assert shown.coeff(qdot) == sp.factor(mu * (1 + m)) and shown.coeff(sp.Symbol(r"\ddot{q}")) == m

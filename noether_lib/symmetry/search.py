@@ -302,7 +302,20 @@ class Search:
             return self.refused[node.name]
         expand = node.op == "call_method" and node.target == "expand"
         if G.is_homogeneous(node, self.modules) or G.pooled_axes(node, self.modules) is not None or expand:
-            return self._backward(node.args[0], layout, per_channel)  # type: ignore[arg-type]
+            return self._backward(G.args(node)[0], layout, per_channel)
+        layout_op = node.op == "call_method" and node.target in ("transpose", "permute")
+        if layout_op or (G.is_reshape(node, self.modules) and not per_channel):
+            if layout is None or not per_channel:
+                return self._backward(G.args(node)[0], None, per_channel)
+            args = G.args(node)
+            ndim = len(G.shape(node) or ())
+            if node.target == "transpose":
+                i, j = (int(x) % ndim for x in args[1:3])
+                dim = j if layout.dim == i else i if layout.dim == j else layout.dim
+            else:
+                dims = args[1] if len(args) == 2 and isinstance(args[1], (list, tuple)) else args[1:]
+                dim = int(dims[layout.dim]) % ndim
+            return self._backward(args[0], G.Layout(dim, layout.block, layout.offset), per_channel)
         if G.is_add(node):
             out: list[Producer] = []
             for a in G.tensor_args(node):

@@ -26,11 +26,15 @@ from noether_lib.symmetry.graph import NORMS, unwrap
 from noether_lib.symmetry.groups import SymmetryError, SymmetryGroup
 from noether_lib.tolerances import SYMMETRY_GRADIENT_COSINES, SYMMETRY_LOSS_RTOLS
 
-__all__ = ["VERIFICATION_EPSILON", "SymmetryCheck", "check_symmetry", "verify_symmetries"]
+__all__ = ["VERIFICATION_EPSILON", "GENERIC_PERTURBATION", "SymmetryCheck", "check_symmetry", "verify_symmetries"]
 
 #: The normalization :math:`\\epsilon` of the float64 copy that takes the verdict: far below any variance that
 #: float64 resolves (relative 1e-16 of unit-order activations), so the scale symmetry holds to round-off.
 VERIFICATION_EPSILON: float = 1e-20
+#: ``generic`` verification first moves every parameter tensor in a random direction by this fraction of its root
+#: mean square (of this number itself for a tensor near zero): a symmetry holds at every point, and at a generic one the loss
+#: also depends on the directions an initialisation leaves flat (biases and β at 0, γ at 1).
+GENERIC_PERTURBATION: float = 0.1
 _SEED = 0  # every loss evaluation draws the same random numbers (dropout masks), so the loss is a function of q
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -78,6 +82,7 @@ class _Verifier:
         targets: torch.Tensor,
         loss_fn: Loss,
         mode: Literal["train", "eval"],
+        generic: bool,
     ) -> None:
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
@@ -94,6 +99,11 @@ class _Verifier:
         self.targets = targets.double() if targets.is_floating_point() else targets
         self.buffers = {k: v.clone() for k, v in self.twin.named_buffers()}
         self.params = {k: v.detach() for k, v in self.twin.named_parameters()}
+        if generic:
+            noise = torch.Generator().manual_seed(_SEED)
+            for k, v in self.params.items():
+                size = GENERIC_PERTURBATION * max(float(v.pow(2).mean().sqrt()), GENERIC_PERTURBATION)
+                self.params[k] = v + size * torch.randn(v.shape, generator=noise, dtype=v.dtype)
         self.loss, self.grads = self._gradient(exact=True)
         if self.norms:
             with torch.no_grad():
@@ -224,6 +234,7 @@ def check_symmetry(
     rtol: float | None = None,
     cosine_tol: float | None = None,
     control: bool = False,
+    generic: bool = True,
     raise_on_failure: bool = True,
 ) -> SymmetryCheck:
     """Prove numerically that ``group`` is a symmetry of the loss of ``model`` on one batch.
@@ -242,13 +253,16 @@ def check_symmetry(
         loss_fn: the training loss ``loss_fn(output, targets)``.
         rtol, cosine_tol: one tolerance for every kind; by default the kind's
             (:data:`~noether_lib.tolerances.SYMMETRY_LOSS_RTOLS`, :data:`~noether_lib.tolerances.SYMMETRY_GRADIENT_COSINES`).
-        control: also move the members as far in a random direction and report that loss change.
+        control: also move the members as far in a random direction and report that loss change (zero where
+            every direction of the members is flat, as for a bias that batch norm subtracts).
+        generic: verify at the model's parameters moved by :data:`GENERIC_PERTURBATION` in a fixed random
+            direction (a symmetry holds everywhere; there the loss test has power); ``False``: at the parameters.
 
     Raises:
         SymmetryError: a condition fails (with ``raise_on_failure``): the message names the group, its
             parameters and the size of the violation.
     """
-    verifier = _Verifier(model, inputs, targets, loss_fn, mode)
+    verifier = _Verifier(model, inputs, targets, loss_fn, mode, generic)
     return verifier.check(group, s, rtol, cosine_tol, control, raise_on_failure)
 
 
@@ -263,6 +277,7 @@ def verify_symmetries(
     rtol: float | None = None,
     cosine_tol: float | None = None,
     control: bool = False,
+    generic: bool = True,
     joint: bool = True,
     raise_on_failure: bool = True,
 ) -> pd.DataFrame:
@@ -277,7 +292,7 @@ def verify_symmetries(
     Raises:
         SymmetryError: with ``raise_on_failure``, if any group fails; the message lists every failure.
     """
-    verifier = _Verifier(model, inputs, targets, loss_fn, mode)
+    verifier = _Verifier(model, inputs, targets, loss_fn, mode, generic)
     for g in groups:
         missing = [p for p in g.parameters if p not in verifier.params]
         if missing:

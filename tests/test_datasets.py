@@ -1,5 +1,7 @@
 """CIFAR-10 and Tiny ImageNet read from fake folders in their published layouts; augmentation; synthetic data."""
+
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -9,10 +11,10 @@ from PIL import Image
 from noether_lib import datasets
 
 
-def make_cifar(root, per_batch=6):
+def make_cifar(root, per_batch=6, seed=0):
     folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     expected = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8)
@@ -123,7 +125,7 @@ def test_random_crop_flip_against_a_loop():
     padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
     for n in range(6):
         r, c = shifts[n].tolist()
-        crop = padded[n, :, r:r + 8, c:c + 8]
+        crop = padded[n, :, r : r + 8, c : c + 8]
         assert torch.equal(out[n], crop.flip(-1) if flips[n] else crop)
     with pytest.raises(ValueError, match="shifts"):
         datasets.random_crop_flip(images, shifts[:3], flips)
@@ -135,3 +137,68 @@ def test_synthetic_images_are_seeded():
     assert a.x_train.shape == (8, 3, 16, 16) and torch.equal(a.x_test, b.x_test) and int(a.y_train.max()) < 5
     with pytest.raises(ValueError, match="positive"):
         datasets.synthetic_images(0, 4)
+
+
+def test_noether_lib_data_and_datasets_are_one_module():
+    from noether_lib import data
+
+    assert datasets.load_tiny_imagenet is data.load_tiny_imagenet and datasets.Split is data.Split
+    assert set(datasets.__all__) == set(data.__all__)
+
+
+def test_tiny_imagenet_arrays_are_contiguous_also_from_the_cache(tmp_path):
+    make_tiny_imagenet(tmp_path / "data")
+    for _ in range(2):  # decoded, then read from the cache
+        split = datasets.load_tiny_imagenet(tmp_path / "data", cache_dir=tmp_path / "cache", workers=1)
+        assert split.x_train.is_contiguous() and split.x_test.is_contiguous()
+
+
+def test_the_decode_cache_is_keyed_by_content(tmp_path):
+    folder = make_tiny_imagenet(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    first = datasets.load_tiny_imagenet(tmp_path / "a", cache_dir=tmp_path / "cache", workers=1)
+    datasets.load_tiny_imagenet(tmp_path / "b", cache_dir=tmp_path / "cache", workers=1)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1, "a copy of the same files shares the cache"
+    image = folder / "train" / "n01" / "images" / "n01_0.JPEG"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(image)
+    changed = datasets.load_tiny_imagenet(tmp_path / "a", cache_dir=tmp_path / "cache", workers=1)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2 and not torch.equal(changed.x_train, first.x_train)
+    assert int(changed.x_train[0].max()) == 0
+
+
+def test_data_fingerprints_follow_the_content(tmp_path):
+    make_cifar(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "same")
+    make_cifar(tmp_path / "b", seed=1)
+    fingerprint = datasets.data_fingerprint
+    assert fingerprint("cifar10", tmp_path / "a") == fingerprint("cifar10", tmp_path / "same")
+    assert fingerprint("cifar10", tmp_path / "a") != fingerprint("cifar10", tmp_path / "b")
+    assert fingerprint("digits") == fingerprint("digits") and fingerprint("synthetic") == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "n02_1.JPEG: cannot be decoded"),
+        ("small", "n02_1.JPEG: is 32 x 32 pixels"),
+        ("spaces", r"val_annotations.txt, line 1: expected tab-separated"),
+        ("missing", r"val_3.JPEG: listed in .*val_annotations.txt \(line 4\) but missing"),
+    ],
+)
+def test_data_errors_name_the_bad_file(tmp_path, damage, message, monkeypatch):
+    folder = make_tiny_imagenet(tmp_path)
+    image = folder / "train" / "n02" / "images" / "n02_1.JPEG"
+    annotations = folder / "val" / "val_annotations.txt"
+    if damage == "truncated":
+        image.write_bytes(image.read_bytes()[:200])
+    elif damage == "small":
+        Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(image)
+    elif damage == "spaces":
+        annotations.write_text(annotations.read_text().replace("\t", " "))
+    else:
+        (folder / "val" / "images" / "val_3.JPEG").unlink()
+        from noether_lib import data
+
+        monkeypatch.setattr(data, "_read_all", lambda paths, workers: pytest.fail("decoded before the check"))
+    with pytest.raises((datasets.DatasetError, datasets.DatasetNotFoundError), match=message):
+        datasets.load_tiny_imagenet(tmp_path, workers=1)

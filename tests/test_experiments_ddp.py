@@ -7,6 +7,7 @@ summed), which is what the test compares against: charges and training losses ag
 Only batch norm's running statistics (used at test time) differ: DDP broadcasts rank 0's, computed on its own
 half-batches. (``SyncBatchNorm``, which normalises over the global batch, exists only for GPUs.)
 """
+
 import os
 import subprocess
 import sys
@@ -27,18 +28,38 @@ OVERRIDES = {"epochs": 1, "batch_size": 128, "lr_drops": (), "track_every": 1}
 def test_two_gloo_processes_track_what_one_process_tracks(tmp_path):
     out = tmp_path / "ddp"
     overrides = [f"{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}" for k, v in OVERRIDES.items()]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "-m", "noether_lib.experiments", "run", "ci", *overrides,
-               "--out", str(out), "--device", "cpu", "--threads", "1", "--no-progress"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "noether_lib.experiments",
+        "run",
+        "ci",
+        *overrides,
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and p.name != "_data"]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
     ddp = RunResult.load(run_dir)
     assert ddp.summary["hardware"]["world_size"] == 2
 
-    single = run_experiment(apply_overrides(get_preset("ci").base, {**OVERRIDES, "micro_batches": 2}),
-                            tmp_path / "single", progress=False, threads=1)
+    single = run_experiment(
+        apply_overrides(get_preset("ci").base, {**OVERRIDES, "micro_batches": 2}),
+        tmp_path / "single",
+        progress=False,
+        threads=1,
+    )
     assert len(ddp.metrics) == len(single.metrics) == 11
     a, b = ddp.charges, single.charges
     keys = ["step", "group", "unit"]

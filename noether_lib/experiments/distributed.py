@@ -5,6 +5,7 @@ collectives do nothing. Under ``torchrun`` every process holds the whole data se
 global batch and :class:`~torch.nn.parallel.DistributedDataParallel` averages the gradients, so all processes keep
 identical parameters; only rank 0 tracks charges and writes results.
 """
+
 from __future__ import annotations
 
 import os

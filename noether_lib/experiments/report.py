@@ -1,119 +1,239 @@
-"""Summary tables and figures from saved results (nothing is trained here).
+"""Summary tables, comparisons and figures from saved results (nothing is trained here).
 
 * :func:`collect` reads every completed run under a folder into one table (configuration, outcome, provenance).
-* :func:`summarise` averages the final test accuracy and loss over seeds, per sweep point.
-* :func:`constraint_gaps` compares free and constrained filter norms at each point of a sweep: the gap in final
-  test accuracy and loss with its standard error over seeds (the paper's claims 18--21 are statements about
-  these gaps).
-* :func:`verdict` says how a measured difference bears on a claim, given its standard error.
-* :func:`plot_sweep` draws a sweep: final test accuracy against the swept value and the loss curves.
+* :func:`replicates` groups the runs into *conditions*: runs of one sweep whose configurations differ only in the
+  seed, computed by the same code on the same data. It refuses (:class:`ReportError`) a condition with a seed
+  twice or with runs of different code, torch or data, which no average may pool.
+* :func:`summarise` gives each condition's seeds and the mean and spread of its final test loss and accuracy,
+  with the test set's sampling error of the accuracy.
+* :func:`compare` and :func:`constraint_gaps` estimate differences between conditions with Welch t intervals
+  (:mod:`noether_lib.experiments.statistics`); :func:`interaction` the difference of two free-minus-constrained
+  gaps (the paper's claim 20 is such an interaction).
+* :func:`plot_sweep` draws per-seed outcomes and intervals with seaborn; :func:`plot_loss_curves` the training loss.
 * :func:`write_report` does all of it for ``python -m noether_lib.experiments report OUT``.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 
-from noether_lib.experiments.config import PRESETS
+from noether_lib.experiments.presets import PRESETS
 from noether_lib.experiments.records import METRICS, RESULT
-from noether_lib.tolerances import SIGNIFICANCE_Z
+from noether_lib.experiments.statistics import Difference, accuracy_sampling_variance, contrast
 
-__all__ = ["SWEPT", "collect", "summarise", "constraint_gaps", "verdict", "loss_curves", "plot_sweep", "write_report"]
+__all__ = [
+    "SWEPT",
+    "METRICS_OF_RUNS",
+    "ReportError",
+    "collect",
+    "replicates",
+    "summarise",
+    "select",
+    "compare",
+    "constraint_gaps",
+    "interaction",
+    "loss_curves",
+    "plot_sweep",
+    "plot_loss_curves",
+    "write_report",
+]
 
 #: The field each sweep varies besides the constraint.
 SWEPT: dict[str, str] = {
-    "init-scale": "init_scale", "learning-rate": "lr", "momentum": "momentum", "weight-decay": "weight_decay",
+    "init-scale": "init_scale",
+    "learning-rate": "lr",
+    "momentum": "momentum",
+    "effective-step": "momentum",
+    "weight-decay": "weight_decay",
 }
+
+#: The outcomes compared across conditions: final test loss and final test accuracy.
+METRICS_OF_RUNS: tuple[str, ...] = ("final_test_loss", "final_test_accuracy")
+
+
+class ReportError(ValueError):
+    """Runs that cannot be summarised together (duplicate seeds, mixed code or data), or too few to compare."""
 
 
 def _sweep_of(name: str) -> str | None:
     for preset in PRESETS.values():
         for sweep in preset.sweeps:
-            if name.startswith(f"{preset.base.name}-{sweep.name}-"):
+            if f"-{sweep.name}-" in name:
                 return sweep.name
     return None
 
 
 def collect(out_dir: str | Path) -> pd.DataFrame:
-    """One row per completed run under ``out_dir``: its configuration, sweep, status, final test accuracy and
-    loss, timings and provenance (library version, commit, device)."""
+    """One row per completed run and name under ``out_dir``: its configuration, sweep, status, final test loss
+    and accuracy, the fingerprint of its code, torch and data, timings and provenance."""
     rows = []
     for path in sorted(Path(out_dir).glob(f"*/{RESULT}")):
         summary = json.loads(path.read_text())
         if summary.get("status") not in ("finished", "diverged"):
             continue
-        config = summary["config"]
+        config, fingerprint = summary["config"], summary.get("fingerprint", {})
         for name in summary.get("names", [config["name"]]):  # a run shared by two sweeps appears under each name
-            rows.append({
-                **{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()}, "name": name,
-                "sweep": _sweep_of(name), "run_dir": str(path.parent), "status": summary["status"],
-                "final_test_accuracy": summary["final_test_accuracy"], "final_test_loss": summary["final_test_loss"],
-                "final_train_loss": summary["final_train_loss"], "steps": summary["steps"],
-                "train_seconds": summary["timings"]["train_seconds"],
-                "examples_per_second": summary["timings"]["examples_per_second"],
-                "library_version": summary["library_version"], "commit": summary["git"]["commit"],
-                "device": summary["hardware"].get("device_name", summary["hardware"]["device"]),
-                "world_size": summary["hardware"]["world_size"], "finished_at": summary["finished_at"],
-            })
+            rows.append(
+                {
+                    **{k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items()},
+                    "name": name,
+                    "sweep": _sweep_of(name),
+                    "run_dir": str(path.parent),
+                    "status": summary["status"],
+                    "final_test_accuracy": summary["final_test_accuracy"],
+                    "final_test_loss": summary["final_test_loss"],
+                    "final_train_loss": summary["final_train_loss"],
+                    "steps": summary["steps"],
+                    "test_examples": summary.get("test_examples"),
+                    "replicate": summary.get("replicate_hash"),
+                    "code": fingerprint.get("code"),
+                    "versions": json.dumps(fingerprint, sort_keys=True),
+                    "train_seconds": summary["timings"]["train_seconds"],
+                    "examples_per_second": summary["timings"]["examples_per_second"],
+                    "library_version": summary["library_version"],
+                    "commit": summary["git"]["commit"],
+                    "device": summary["hardware"].get("device_name", summary["hardware"]["device"]),
+                    "world_size": summary["hardware"]["world_size"],
+                    "finished_at": summary["finished_at"],
+                }
+            )
     return pd.DataFrame(rows)
+
+
+def replicates(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``condition`` column (sweep and configuration without the seed); raises
+    :class:`ReportError` for a condition holding a seed twice or runs of different code, torch or data."""
+    if runs.empty:
+        return runs.assign(condition=pd.Series(dtype=str))
+    frame = runs.assign(condition=runs["sweep"].fillna("-").astype(str) + ":" + runs["replicate"].astype(str))
+    for condition, group in frame.groupby("condition"):
+        if group["versions"].nunique() > 1:
+            raise ReportError(
+                f"condition {condition} mixes runs of different code, torch or data "
+                f"({group['run_dir'].nunique()} runs, {group['versions'].nunique()} versions): rerun "
+                "them with one version, or report the versions from separate --out folders"
+            )
+        repeated = group["seed"][group["seed"].duplicated()].unique()
+        if len(repeated):
+            raise ReportError(
+                f"condition {condition} holds seed {int(repeated[0])} more than once "
+                f"({', '.join(sorted(group['run_dir']))}): these runs are not replicates"
+            )
+    return frame
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation and count over seeds of the final test accuracy and loss, per sweep point
-    (diverged runs count as accuracy 0 and are listed in ``diverged``)."""
+    """Per condition (:func:`replicates`): distinct seeds, mean and standard deviation over seeds of the final
+    test loss and accuracy, and the test set's sampling error of the mean accuracy (diverged runs count as
+    accuracy 0 and are listed in ``diverged``)."""
     if runs.empty:
         return pd.DataFrame()
-    keys = ["sweep", "init_scale", "lr", "momentum", "weight_decay", "constrain_filter_norms"]
-    frame = runs.assign(
-        final_test_accuracy=runs["final_test_accuracy"].fillna(0.0),
+    frame = replicates(runs).assign(
+        final_test_accuracy=lambda d: d["final_test_accuracy"].fillna(0.0),
         diverged=(runs["status"] == "diverged").astype(int),
     )
-    grouped = frame.groupby(keys, dropna=False)
-    table = grouped.agg(
-        accuracy_mean=("final_test_accuracy", "mean"), accuracy_std=("final_test_accuracy", "std"),
-        loss_mean=("final_test_loss", "mean"), loss_std=("final_test_loss", "std"),
-        seeds=("seed", "count"), diverged=("diverged", "sum"),
+    keys = ["sweep", "init_scale", "lr", "momentum", "weight_decay", "constrain_filter_norms", "epochs", "condition"]
+    table = (
+        frame.groupby(keys, dropna=False)
+        .agg(
+            seeds=("seed", "nunique"),
+            loss_mean=("final_test_loss", "mean"),
+            loss_std=("final_test_loss", "std"),
+            accuracy_mean=("final_test_accuracy", "mean"),
+            accuracy_std=("final_test_accuracy", "std"),
+            test_examples=("test_examples", "first"),
+            diverged=("diverged", "sum"),
+        )
+        .reset_index()
     )
-    return table.reset_index()
+    p = table["accuracy_mean"]
+    table["accuracy_sampling_se"] = np.sqrt(p * (1 - p) / table["test_examples"])
+    return table.drop(columns=["condition"])
 
 
-def constraint_gaps(runs: pd.DataFrame, sweep: str) -> pd.DataFrame:
-    """Free minus constrained filter norms at each value of ``sweep``'s swept field: mean gaps in final test
-    accuracy (positive: free norms are better) and loss (negative: free norms are better), each with its
-    standard error over seeds :math:`\\sqrt{s_1^2/n_1+s_2^2/n_2}`."""
+def select(runs: pd.DataFrame, sweep: str, **fields: Any) -> pd.DataFrame:
+    """The runs of ``sweep`` whose fields equal ``fields`` (floats compared to 1e-12 relative)."""
+    part = runs[runs["sweep"] == sweep]
+    for key, value in fields.items():
+        column = part[key]
+        part = (
+            part[np.isclose(column.astype(float), float(value), rtol=1e-12, atol=0)]
+            if isinstance(value, float)
+            else part[column == value]
+        )
+    return part
+
+
+def compare(
+    conditions: Sequence[pd.DataFrame], weights: Sequence[float], metric: str, confidence: float = 0.95
+) -> Difference:
+    """The contrast :math:`\\sum_i w_i\\bar x_i` of ``metric`` over the conditions (each one condition's runs; one
+    value per seed), with its Welch t interval; for accuracy, the test set's sampling variance is added."""
+    if metric not in METRICS_OF_RUNS:
+        raise ValueError(f"metric must be one of {METRICS_OF_RUNS}, got {metric!r}")
+    samples, extra = [], 0.0
+    for frame, w in zip(conditions, weights):
+        checked = replicates(frame)
+        if checked["condition"].nunique() != 1:
+            raise ReportError(
+                f"each condition must be one configuration without its seed; got {checked['condition'].nunique()}"
+            )
+        values = frame[metric].astype(float)
+        if metric == "final_test_accuracy":
+            values = values.fillna(0.0)
+            extra += w**2 * accuracy_sampling_variance(values, int(frame["test_examples"].iloc[0]))
+        samples.append(values.to_numpy())
+    return contrast(samples, weights, extra_variance=extra, confidence=confidence)
+
+
+def _free_and_fixed(runs: pd.DataFrame, sweep: str, value: float) -> list[pd.DataFrame]:
     field = SWEPT[sweep]
-    part = runs[runs["sweep"] == sweep].assign(final_test_accuracy=lambda d: d["final_test_accuracy"].fillna(0.0))
+    return [select(runs, sweep, **{field: value, "constrain_filter_norms": c}) for c in (False, True)]
+
+
+def constraint_gaps(runs: pd.DataFrame, sweep: str, confidence: float = 0.95) -> pd.DataFrame:
+    """Free minus constrained filter norms at each value of ``sweep``'s swept field, for the final test loss
+    (negative: free norms are better) and accuracy (positive: free norms are better): estimate, standard error,
+    degrees of freedom, interval and p-value (:func:`compare`)."""
+    field = SWEPT[sweep]
     rows = []
-    for value, at in part.groupby(field):
-        free = at[~at["constrain_filter_norms"]]
-        fixed = at[at["constrain_filter_norms"]]
-        row: dict[str, float] = {field: value}
-        for metric, name in (("final_test_accuracy", "accuracy"), ("final_test_loss", "loss")):
-            a, b = free[metric].astype(float), fixed[metric].astype(float)
-            row[f"{name}_gap"] = a.mean() - b.mean()
-            row[f"{name}_gap_se"] = float(np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
-        rows.append(row)
+    for value in sorted(runs.loc[runs["sweep"] == sweep, field].unique()):
+        free, fixed = _free_and_fixed(runs, sweep, float(value))
+        for metric in METRICS_OF_RUNS:
+            d = compare([free, fixed], [1.0, -1.0], metric, confidence)
+            rows.append(
+                {
+                    field: value,
+                    "lr": free["lr"].iloc[0],
+                    "metric": metric,
+                    "gap": d.estimate,
+                    "se": d.standard_error,
+                    "dof": d.dof,
+                    "low": d.low,
+                    "high": d.high,
+                    "p": d.p_value,
+                    "seeds": min(d.seeds),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def verdict(difference: float, standard_error: float, expect: Literal["positive", "none"],
-            z: float = SIGNIFICANCE_Z) -> str:
-    """How a measured ``difference`` (with its ``standard_error`` over seeds) bears on a claim that it is positive
-    (``expect="positive"``) or absent (``expect="none"``): ``"supports"``, ``"points the same way, within noise"``
-    (positive but below ``z`` standard errors) or ``"does not support"``."""
-    if expect not in ("positive", "none"):
-        raise ValueError(f"expect must be 'positive' or 'none', got {expect!r}")
-    if not standard_error >= 0:
-        raise ValueError(f"standard_error must be non-negative, got {standard_error}")
-    if expect == "none":
-        return "supports" if abs(difference) <= z * standard_error else "does not support"
-    if difference > z * standard_error:
-        return "supports"
-    return "points the same way, within noise" if difference > 0 else "does not support"
+def interaction(
+    runs: pd.DataFrame, sweep: str, high: float, low: float, metric: str, confidence: float = 0.95
+) -> Difference:
+    """The gap (free minus constrained) at ``high`` minus the gap at ``low`` of ``sweep``'s swept field."""
+    return compare(
+        [*_free_and_fixed(runs, sweep, high), *_free_and_fixed(runs, sweep, low)],
+        [1.0, -1.0, -1.0, 1.0],
+        metric,
+        confidence,
+    )
 
 
 def loss_curves(runs: pd.DataFrame, every: int = 1) -> pd.DataFrame:
@@ -122,48 +242,87 @@ def loss_curves(runs: pd.DataFrame, every: int = 1) -> pd.DataFrame:
     for _, run in runs.iterrows():
         metrics = pd.read_csv(Path(run["run_dir"]) / METRICS)
         metrics = metrics[metrics["step"] % every == 0]
-        frames.append(metrics.assign(**{k: run[k] for k in ("run_dir", "seed", "constrain_filter_norms",
-                                                              "init_scale", "lr", "momentum", "weight_decay")}))
+        frames.append(
+            metrics.assign(
+                **{
+                    k: run[k]
+                    for k in (
+                        "run_dir",
+                        "seed",
+                        "constrain_filter_norms",
+                        "init_scale",
+                        "lr",
+                        "momentum",
+                        "weight_decay",
+                    )
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def plot_sweep(runs: pd.DataFrame, sweep: str, axes, *, smooth: int = 1) -> None:
-    """Draw ``sweep`` on two axes: final test accuracy against the swept value (mean and every seed, free and
-    constrained), and the training loss (mean over seeds, shaded between the lowest and highest seed)."""
+def _conditions(sweep: str) -> Mapping[bool, str]:
+    return {False: "free norms"} if sweep == "init-scale" else {False: "free norms", True: "constrained"}
+
+
+def plot_sweep(runs: pd.DataFrame, sweep: str, axes: Sequence[Any]) -> None:
+    """Draw ``sweep`` on two axes with seaborn: the final test loss and the final test accuracy against the
+    swept value, every seed as a point and each condition's mean with its 95 % bootstrap interval."""
+    import seaborn as sns
+
+    from noether_lib.plotting import PALETTE
+
+    field = SWEPT[sweep]
+    names = _conditions(sweep)
+    part = replicates(runs[runs["sweep"] == sweep]).assign(
+        condition=lambda d: d["constrain_filter_norms"].map(names),
+        final_test_accuracy=lambda d: d["final_test_accuracy"].fillna(0.0),
+        value=lambda d: d[field].map(lambda v: f"{v:g}"),
+    )
+    order = [f"{v:g}" for v in sorted(part[field].unique())]
+    palette = dict(zip(names.values(), PALETTE))
+    for ax, metric, label in zip(axes, METRICS_OF_RUNS, ("final test loss", "final test accuracy")):
+        common = {
+            "data": part,
+            "x": "value",
+            "y": metric,
+            "hue": "condition",
+            "order": order,
+            "hue_order": list(names.values()),
+            "palette": palette,
+            "ax": ax,
+        }
+        sns.stripplot(**common, dodge=True, alpha=0.5, size=4, jitter=0.12, legend=False, zorder=1)
+        sns.pointplot(
+            **common, dodge=0.4, errorbar=("ci", 95), seed=0, linestyle="none", markers="D", markersize=4, capsize=0.1
+        )
+        ax.set_xlabel(field.replace("_", " ") + (" (lr/(1-momentum) fixed)" if sweep == "effective-step" else ""))
+        ax.set_ylabel(label)
+        ax.legend(fontsize=6, title=None)
+    axes[0].set_yscale("log")
+
+
+def plot_loss_curves(runs: pd.DataFrame, sweep: str, ax: Any, *, smooth: int = 1) -> None:
+    """The training loss of ``sweep``: mean over seeds, shaded between the lowest and highest seed."""
     from noether_lib.plotting import PALETTE
 
     field = SWEPT[sweep]
     part = runs[runs["sweep"] == sweep]
-    ax_acc, ax_loss = axes
     values = sorted(part[field].unique())
-    conditions = [(False, "free norms")] if sweep == "init-scale" else [(False, "free norms"), (True, "constrained")]
-    for c, (constrained, label) in enumerate(conditions):
-        at = part[part["constrain_filter_norms"] == constrained]
-        x = np.arange(len(values)) + (0.08 * (2 * c - 1) if len(conditions) > 1 else 0.0)
-        accuracy = [at[at[field] == v]["final_test_accuracy"].fillna(0.0) for v in values]
-        ax_acc.plot(x, [a.mean() for a in accuracy], "o-", color=PALETTE[c], label=label)
-        for xi, a in zip(x, accuracy):
-            ax_acc.plot(np.full(len(a), xi), a, ".", color=PALETTE[c], alpha=0.4)
-    ax_acc.set_xticks(range(len(values)), [f"{v:g}" for v in values])
-    ax_acc.set_xlabel(field.replace("_", " "))
-    ax_acc.set_ylabel("final test accuracy")
-    ax_acc.legend()
     curves = loss_curves(part)
     styles = ["-", "--", ":", "-."]
-    for c, (constrained, label) in enumerate(conditions):
+    for c, (constrained, _) in enumerate(_conditions(sweep).items()):
         for s, value in enumerate(values):
             at = curves[(curves["constrain_filter_norms"] == constrained) & (curves[field] == value)]
-            wide = at.pivot_table(index="step", columns="seed", values="loss")
-            if smooth > 1:
-                wide = wide.rolling(smooth, min_periods=1).mean()
-            ax_loss.plot(wide.index, wide.mean(axis=1), styles[s % len(styles)], color=PALETTE[c])
-            ax_loss.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=PALETTE[c], alpha=0.15)
-    for s, value in enumerate(values):  # the colours are those of the accuracy panel; the styles mark the values
-        ax_loss.plot([], [], styles[s % len(styles)], color="0.4", label=f"{field.replace('_', ' ')} {value:g}")
-    ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("training loss")
-    ax_loss.legend(fontsize=6, loc="lower left")
+            wide = at.pivot_table(index="step", columns="seed", values="loss").rolling(smooth, min_periods=1).mean()
+            ax.plot(wide.index, wide.mean(axis=1), styles[s % len(styles)], color=PALETTE[c])
+            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=PALETTE[c], alpha=0.15)
+    for s, value in enumerate(values):  # the colours are the conditions; the styles mark the values
+        ax.plot([], [], styles[s % len(styles)], color="0.4", label=f"{field.replace('_', ' ')} {value:g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=6, loc="lower left")
 
 
 def write_report(out_dir: str | Path, report_dir: str | Path | None = None) -> Path:
@@ -175,20 +334,23 @@ def write_report(out_dir: str | Path, report_dir: str | Path | None = None) -> P
 
     runs = collect(out_dir)
     if runs.empty:
-        raise FileNotFoundError(f"no completed runs under {str(out_dir)!r}")
+        raise ReportError(f"no completed runs under {str(out_dir)!r}")
+    summary = summarise(runs)  # refuses non-replicates before anything is written
     target = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     target.mkdir(parents=True, exist_ok=True)
     runs.to_csv(target / "runs.csv", index=False)
-    summarise(runs).to_csv(target / "summary.csv", index=False)
+    summary.to_csv(target / "summary.csv", index=False)
     use_book_style()
     for sweep in SWEPT:
-        if not (runs["sweep"] == sweep).any():
+        part = runs[runs["sweep"] == sweep]
+        if part.empty:
             continue
-        if sweep != "init-scale":
+        if sweep != "init-scale" and part.groupby("constrain_filter_norms")["seed"].nunique().min() >= 2:
             constraint_gaps(runs, sweep).to_csv(target / f"gaps-{sweep}.csv", index=False)
-        fig, axes = new_figure(2, width="double", aspect=0.4)
-        plot_sweep(runs, sweep, axes, smooth=10)
+        fig, axes = new_figure(3, width="double", aspect=0.33)
+        row = cast(Any, axes)
+        plot_sweep(runs, sweep, row[:2])
+        plot_loss_curves(runs, sweep, row[2], smooth=10)
         export_figure(fig, f"fig-report-{sweep}", target)
         plt.close(fig)
     return target
-

@@ -96,11 +96,22 @@ def set_norm_epsilon(model: nn.Module, eps: float) -> nn.Module:
 @dataclass(frozen=True)
 class SGDRun:
     """One training run: the mini-batch loss before every update, the mean squared norm :math:`r^2` of the scale
-    groups' filters before every update, and the test accuracy at the end."""
+    groups' filters before every update, the test accuracy at the end, and the number of updates per epoch."""
 
     losses: np.ndarray
     norm_sq: np.ndarray
     accuracy: float
+    steps_per_epoch: int
+
+    @property
+    def last_epoch_loss(self) -> float:
+        """The mean mini-batch loss over the last epoch."""
+        return float(self.losses[-self.steps_per_epoch :].mean())
+
+    @property
+    def norm_sq_change(self) -> float:
+        """The relative change of the mean squared filter norm over the run, :math:`r^2_{\\rm last}/r^2_0-1`."""
+        return float(self.norm_sq[-1] / self.norm_sq[0] - 1)
 
 
 def _mean_norm_sq(groups: Sequence[SymmetryGroup], params: dict[str, torch.Tensor]) -> float:
@@ -152,4 +163,4 @@ def train_sgd(
     model.eval()
     with torch.no_grad():
         accuracy = float((model(data.x_test).argmax(1) == data.y_test).float().mean())
-    return SGDRun(np.array(losses), np.array(norms), accuracy)
+    return SGDRun(np.array(losses), np.array(norms), accuracy, len(losses) // epochs)

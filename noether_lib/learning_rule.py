@@ -15,7 +15,15 @@ import sympy as sp
 #: A hyperparameter: a number, or a sympy expression when the constants enter a Lagrangian.
 Scalar: TypeAlias = float | sp.Expr
 
-__all__ = ["Scalar", "check_hyperparameters", "time_scale", "effective_mass", "damping"]
+__all__ = [
+    "Scalar",
+    "check_hyperparameters",
+    "time_scale",
+    "effective_mass",
+    "damping",
+    "momentum_memory",
+    "critical_step_curvature",
+]
 
 
 def check_hyperparameters(lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
@@ -70,3 +78,25 @@ def damping(momentum: Scalar = 0, dampening: Scalar = 0) -> Scalar:
     """
     _check_constants(momentum=momentum, dampening=dampening)
     return 1 - momentum
+
+
+def momentum_memory(momentum: Scalar = 0) -> Scalar:
+    """The memory of the modified equation in steps, :math:`m/(\\mu h)=(1+\\beta)/(2(1-\\beta))`.
+
+    :math:`m/\\mu` is the time over which a velocity decays in :math:`m\\ddot q+\\mu\\dot q=F` (Eq. 3); divided by
+    the time per step :math:`h=\\eta(1-\\delta)` it counts steps, and does not depend on :math:`\\eta` or
+    :math:`\\delta`. For :math:`\\beta\\to1` it approaches the buffer's memory :math:`1/(1-\\beta)`.
+    """
+    _check_constants(momentum=momentum)
+    return effective_mass(1, momentum) / damping(momentum)
+
+
+def critical_step_curvature(momentum: Scalar = 0) -> Scalar:
+    """The step times curvature :math:`h\\lambda=(1-\\beta)^2/(2(1+\\beta))` at which Eq. 3 is critically damped.
+
+    Along an eigendirection of curvature :math:`\\lambda`, :math:`m\\ddot x+\\mu\\dot x+\\lambda x=0` oscillates
+    when :math:`\\mu^2<4m\\lambda`, i.e. when :math:`h\\lambda` (:math:`\\eta\\lambda` without dampening) exceeds
+    this value; below it the motion is overdamped, as gradient flow's always is.
+    """
+    _check_constants(momentum=momentum)
+    return damping(momentum) ** 2 / (4 * effective_mass(1, momentum))

@@ -36,6 +36,7 @@ __all__ = [
     "flat_parameters",
     "network_gradient",
     "torch_sgd_trajectory",
+    "largest_curvature",
 ]
 
 #: The type of a gradient field, which maps parameters (a float64 array) to the gradient of the loss there.
@@ -169,3 +170,28 @@ def torch_sgd_trajectory(model: nn.Module, closure: Callable[[], torch.Tensor], 
         optimizer.step()
         path[n + 1] = flat_parameters(model)
     return path
+
+
+def largest_curvature(gradient: Gradient, points: np.ndarray, *, iterations: int = 50, step: float = 1e-5,
+                      seed: int = 0) -> float:
+    """The largest Hessian eigenvalue (in absolute value) of the loss over ``points`` (a path, one point per row).
+
+    Power iteration on Hessian-vector products taken by central differences of ``gradient``,
+    :math:`Hv\\approx(g(q+\\epsilon v)-g(q-\\epsilon v))/2\\epsilon`: only gradients are needed, so it works for a
+    network's gradient field (:func:`network_gradient`) as for a toy loss. Returns the largest over the points.
+    """
+    points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+    rng = np.random.default_rng(seed)
+    largest = 0.0
+    for q in points:
+        v = rng.normal(size=q.shape)
+        v /= np.linalg.norm(v)
+        value = 0.0
+        for _ in range(iterations):
+            hv = (gradient(q + step * v) - gradient(q - step * v)) / (2 * step)
+            value = float(np.linalg.norm(hv))
+            if value == 0.0:
+                break
+            v = hv / value
+        largest = max(largest, value)
+    return largest

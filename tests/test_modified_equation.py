@@ -6,6 +6,7 @@ from scipy.linalg import expm
 
 from noether_lib import modified_equation as me
 from noether_lib import rules
+from noether_lib.learning_rule import critical_step_curvature, damping, effective_mass, momentum_memory, time_scale
 
 H = np.array([[2.0, 0.5], [0.5, 1.0]])
 Q0 = np.array([1.0, -0.5])
@@ -178,3 +179,14 @@ def test_fitted_order_exact_power_law_and_bad_input():
         me.global_errors(lambda lr, n: None, quadratic_gradient, Q0, [10], 1.0, initial_velocity="zero")
     with pytest.raises(ValueError, match="steps"):
         me.global_errors(lambda lr, n: None, quadratic_gradient, Q0, [0], 1.0)
+
+
+def test_momentum_memory_and_critical_damping_of_eq3():
+    beta, delta, eta, r = sp.symbols("beta delta eta r", positive=True)
+    memory = effective_mass(eta, beta, delta) / damping(beta) / time_scale(eta, delta)
+    assert sp.simplify(momentum_memory(beta) - memory) == 0
+    # at h*lambda = critical the two roots of m r^2 + mu r + lambda coincide (the discriminant vanishes)
+    m, mu = effective_mass(eta, beta, delta), damping(beta)
+    critical_lambda = critical_step_curvature(beta) / time_scale(eta, delta)
+    assert sp.simplify(sp.discriminant(m * r**2 + mu * r + critical_lambda, r)) == 0
+    assert abs(momentum_memory(0.9) - 9.5) < 1e-12

@@ -197,3 +197,15 @@ def test_bad_hyperparameters_are_rejected(kwargs, message):
 def test_bad_metric_shape_is_rejected():
     with pytest.raises(ValueError, match="metric"):
         rules.preconditioned_gradient_descent(quadratic_gradient, Q0, 0.1, 1, lambda q: np.eye(3))
+
+
+def test_largest_curvature_against_the_hessian():
+    assert abs(rules.largest_curvature(quadratic_gradient, Q0) - np.linalg.eigvalsh(H).max()) < 1e-6
+    path = np.array([[0.8, -0.6], [0.1, 0.4], [-1.2, 1.5]])
+
+    def hessian(q):  # of the nonlinear loss, by hand
+        c = np.cosh(q[0] - q[1])
+        return np.array([[c + 1, -c], [-c, c + 3 * q[1] ** 2]])
+
+    expected = max(np.abs(np.linalg.eigvalsh(hessian(q))).max() for q in path)
+    assert abs(rules.largest_curvature(nonlinear_gradient, path) - expected) < 1e-5 * expected

@@ -125,7 +125,14 @@ def trace(
     """
     name = type(model).__name__
     try:
-        graph_module = torch.fx.symbolic_trace(copy.deepcopy(model), concrete_args=dict(concrete_args or {}))
+        duplicate = copy.deepcopy(model)
+    except RuntimeError as error:
+        raise SymmetryError(
+            f"cannot copy {name} ({error}); torch.nn.utils.weight_norm's hooks prevent copies: use "
+            "torch.nn.utils.parametrizations.weight_norm"
+        ) from error
+    try:
+        graph_module = torch.fx.symbolic_trace(duplicate, concrete_args=dict(concrete_args or {}))
     except Exception as error:  # torch.fx raises many types: TraceError, TypeError, NotImplementedError...
         text = f"{type(error).__name__}: {error}"
         if "control flow" in str(error) or "iterate" in str(error) or "__bool__" in str(error):
@@ -143,13 +150,9 @@ def trace(
             hint += f"; forward also takes {', '.join(extra)}: fix them with concrete_args={{'{extra[0]}': value}}"
         raise SymmetryError(f"cannot trace {name} with torch.fx ({text}): {hint}") from error
     graph_module.eval()
-    inputs: list[Any] = [example_input]
-    placeholders = [n for n in graph_module.graph.nodes if n.op == "placeholder"]
-    for node in placeholders[1:]:  # concrete arguments stay placeholders in the traced graph
-        inputs.append((concrete_args or {}).get(str(node.target)))
     try:
         with torch.no_grad():
-            ShapeProp(graph_module).propagate(*inputs)
+            ShapeProp(graph_module).propagate(example_input)  # concrete arguments keep their defaults
     except Exception as error:
         raise SymmetryError(
             f"traced {name}, but running example_input (shape {tuple(example_input.shape)}) through the traced "

@@ -1,6 +1,6 @@
 """Time of proving a MobileNetV2's symmetry groups (noether_lib.symmetry.verify_symmetries) on one CPU thread.
 
-The model is the zoo's MobileNetV2 (``tests/zoo.py``: width 1.0, inverted residuals, 2.2 M parameters, ten
+The model is the zoo's MobileNetV2 (:mod:`noether_lib.zoo`: width 1.0, inverted residuals, 2.2 M parameters, ten
 classes, for 32x32 images); one batch of 16 synthetic images. ``find_symmetries`` runs once, then
 ``verify_symmetries`` (float64 copy, two gradients, the joint loss test) ``--reps`` times; the median is the
 measure. Target: <= 10 s on one core.
@@ -15,17 +15,12 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from zoo import MobileNetV2
-
 from noether_lib.symmetry import find_symmetries, verify_symmetries, weight_coverage
+from noether_lib.zoo import MobileNetV2
 
 TARGET_SECONDS = 10.0
 

@@ -172,6 +172,7 @@ def test_old_weight_norm_hooks_are_refused_with_the_way_out():
         find_symmetries(model, x)
 
 
+@pytest.mark.slow  # importing torch's compiler takes seconds
 def test_compiled_models_keep_their_parameter_names():
     x, y = data()
     model = mlp(3)

@@ -1,9 +1,6 @@
 """Verification that neither accepts false groups nor rejects true ones: analytically flat units, dropout, the user's
 loss, batch norm's epsilon, initialisation independence, the joint loss test, and the chapter-2 refusal example."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,9 +16,7 @@ from noether_lib.symmetry import (
     verify_symmetries,
 )
 from noether_lib.tolerances import SYMMETRY_GRADIENT_COSINES, SYMMETRY_LOSS_RTOL, SYMMETRY_LOSS_RTOLS
-
-sys.path.insert(0, str(Path(__file__).parent))
-from zoo import small_mobilenet_v2, wide_resnet
+from noether_lib.zoo import small_mobilenet_v2, wide_resnet
 
 
 @pytest.fixture(autouse=True)

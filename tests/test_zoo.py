@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from zoo import ZOO
 
 from noether_lib.symmetry import find_symmetries, verify_symmetries, weight_coverage
 from noether_lib.tolerances import SYMMETRY_LOSS_RTOLS
+from noether_lib.zoo import ZOO
 
 COVERED_FAMILIES = ("residual", "dense", "batch norm")
 

@@ -1,7 +1,8 @@
 """A zoo of architectures written the way public model zoos write them (torchvision, timm, the pre-activation and
-wide-ResNet papers' reference code, RL encoders), at small widths, for the symmetry search to be tried on.
+wide-ResNet papers' reference code, RL pixel encoders), at small widths, on which chapter 2 and the tests try the
+symmetry search of :mod:`noether_lib.symmetry`. The book's experiments train :mod:`noether_lib.models` instead.
 
-Each factory returns ``(model, input_shape)``. Nothing here knows about symmetry.
+:data:`ZOO` maps a name to ``(factory, input shape, family)``. Nothing here knows about symmetry.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
@@ -49,7 +50,7 @@ class Bottleneck(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
@@ -85,7 +86,7 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer2(self.layer1(x))
         return self.fc(torch.flatten(self.avgpool(x), 1))
@@ -105,7 +106,7 @@ class PreActBlock(nn.Module):
         if stride != 1 or in_planes != planes:
             self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
         shortcut = self.shortcut(out) if hasattr(self, "shortcut") else x
         out = self.conv1(out)
@@ -129,7 +130,7 @@ class PreActResNet(nn.Module):
         self.bn = nn.BatchNorm2d(in_planes)
         self.linear = nn.Linear(in_planes, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.layers(self.conv1(x))
         out = F.relu(self.bn(out))
         out = F.adaptive_avg_pool2d(out, 1)
@@ -155,7 +156,7 @@ class DenseLayer(nn.Module):
         self.relu2 = nn.ReLU(inplace=True)
         self.conv2 = nn.Conv2d(bn_size * growth_rate, growth_rate, 3, 1, 1, bias=False)
 
-    def forward(self, features):
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         concated = torch.cat(features, 1)
         bottleneck = self.conv1(self.relu1(self.norm1(concated)))
         return self.conv2(self.relu2(self.norm2(bottleneck)))
@@ -169,7 +170,7 @@ class DenseBlock(nn.ModuleDict):
                 f"denselayer{i + 1}", DenseLayer(num_input_features + i * growth_rate, growth_rate, bn_size)
             )
 
-    def forward(self, init_features):
+    def forward(self, init_features: torch.Tensor) -> torch.Tensor:
         features = [init_features]
         for _, layer in self.items():
             features.append(layer(features))
@@ -206,7 +207,7 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(*[m for m in layers.values()])
         self.classifier = nn.Linear(num_features, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.features(x), inplace=True)
         out = torch.flatten(F.adaptive_avg_pool2d(out, (1, 1)), 1)
         return self.classifier(out)
@@ -239,7 +240,7 @@ class InvertedResidual(nn.Module):
         ]
         self.conv = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
@@ -270,7 +271,7 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(last, num_classes))
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), (1, 1))
         return self.classifier(torch.flatten(x, 1))
 
@@ -290,7 +291,7 @@ class Attention(nn.Module):
         self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         q = self.q(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
         k = self.k(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)
@@ -306,7 +307,7 @@ class Mlp(nn.Module):
         super().__init__()
         self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -316,7 +317,7 @@ class Block(nn.Module):
         self.norm1, self.attn = nn.LayerNorm(dim), Attention(dim, num_heads)
         self.norm2, self.mlp = nn.LayerNorm(dim), Mlp(dim, 2 * dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         return x + self.mlp(self.norm2(x))
 
@@ -333,7 +334,7 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x).flatten(2).transpose(1, 2)
         x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = self.blocks(x + self.pos_embed)
@@ -346,7 +347,7 @@ class MixerBlock(nn.Module):
         self.norm1, self.mlp_tokens = nn.LayerNorm(dim), Mlp(tokens, 2 * tokens)
         self.norm2, self.mlp_channels = nn.LayerNorm(dim), Mlp(dim, 2 * dim)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.mlp_tokens(self.norm1(x).transpose(1, 2)).transpose(1, 2)
         return x + self.mlp_channels(self.norm2(x))
 
@@ -360,7 +361,7 @@ class MlpMixer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x).flatten(2).transpose(1, 2))
         return self.head(self.norm(x).mean(dim=1))
 
@@ -374,7 +375,7 @@ class LeNet(nn.Module):
         self.conv1, self.conv2 = nn.Conv2d(1, 6, 5, padding=2), nn.Conv2d(6, 16, 5)
         self.fc1, self.fc2, self.fc3 = nn.Linear(16 * 5 * 5, 32), nn.Linear(32, 24), nn.Linear(24, num_classes)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = torch.flatten(x, 1)
@@ -393,7 +394,7 @@ class PixelEncoder(nn.Module):
         self.ln = nn.LayerNorm(feature_dim)
         self.q = nn.Sequential(nn.Linear(feature_dim, 32), nn.ReLU(), nn.Linear(32, actions))
 
-    def forward(self, obs):
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
         h = obs / 255.0
         for conv in self.convs:
             h = torch.relu(conv(h))
@@ -427,7 +428,7 @@ class VGG(nn.Module):
             nn.Linear(32, num_classes),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)
         return self.classifier(x)
 

@@ -22,7 +22,7 @@ precision are recorded as they happened. Training in eval mode is refused (batch
 hold there) unless ``allow_eval=True``.
 
 Cost: one snapshot of the tracked weights (1x their memory), the reductions in chunks (no temporary larger than
-``chunk_elements``), a float64 buffer of ``chunk`` rows on the device copied to the host when full.
+``tile_elements``), a float64 buffer of ``chunk`` rows on the device copied to the host when full.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from noether_lib.symmetry import SymmetryError, SymmetryGroup, verify_symmetries
 from noether_lib.tracking import records
-from noether_lib.tracking.layout import GRAD, ROWS, UPDATE, Entry, current_charges, post_step, pre_step
+from noether_lib.tracking.layout import GRAD, ROWS, UPDATE, Entry, Workspace, current_charges, plan, post_step, pre_step
 from noether_lib.tracking.optimizers import optimizer_label, read_hyperparameters
 
 __all__ = ["NoetherTracker", "unwrap_model"]
@@ -86,8 +86,9 @@ class NoetherTracker:
             :func:`noether_lib.symmetry.verify_symmetries` (with ``loss_fn``) before anything is recorded.
         loss_fn: the training loss, for ``verify`` (default cross-entropy).
         allow_eval: record optimizer steps taken in eval mode instead of refusing them.
-        chunk: rows kept on the device before one copy to the host.
-        chunk_elements: the largest block reduced at once (bounds the temporaries).
+        chunk: rows kept on the device before one copy to the host (default 1 on CPU, 64 on CUDA).
+        tile_elements: about the largest block reduced at once (bounds the temporaries; default 2**17 on CPU,
+            2**24 on CUDA).
 
     Raises:
         ValueError: a parameter that is not optimised or frozen, ``every < 1``, no groups.
@@ -106,10 +107,10 @@ class NoetherTracker:
         verify: tuple[torch.Tensor, torch.Tensor] | None = None,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         allow_eval: bool = False,
-        chunk: int = 32,
-        chunk_elements: int | None = None,
+        chunk: int | None = None,
+        tile_elements: int | None = None,
     ) -> None:
-        for name, value in (("every", every), ("chunk", chunk)):
+        for name, value in (("every", every), ("chunk", chunk or 1), ("tile_elements", tile_elements or 1)):
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         groups = _unique_names(list(groups))
@@ -123,11 +124,10 @@ class NoetherTracker:
         self._check_groups(params)
         if verify is not None:
             self._verify(groups, verify, loss_fn)
+        device = params[groups[0].members[0].parameter].device
+        self._tile_elements = tile_elements or 1 << (24 if device.type == "cuda" else 17)
         self._build(params, optimizer)
-        device = self._entries[0].param.device
-        if chunk_elements is None:
-            chunk_elements = 1 << (22 if device.type == "cuda" else 16)
-        self._chunk_elements = chunk_elements
+        chunk = chunk or (64 if device.type == "cuda" else 1)
         self._chunk = chunk
         self._device = device
         self._buffer = torch.zeros(chunk, len(ROWS), self._units, dtype=torch.float64, device=device)
@@ -142,9 +142,9 @@ class NoetherTracker:
         self._hyper: list[tuple] | None = None
         self._in_step = self._pending = False
         self._optimizer_label = optimizer_label(optimizer)
-        initial = torch.zeros(3, self._units, dtype=torch.float64, device=device)
+        initial = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
         self._read_charges(initial)
-        self._initial = initial.cpu().numpy()
+        self._initial = initial[:3].cpu().numpy()
         self._initial_hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._hooks = [
             optimizer.register_step_pre_hook(self._before_step),
@@ -186,10 +186,11 @@ class NoetherTracker:
 
     def _build(self, params: Mapping[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
         owner = {id(p): i for i, g in enumerate(optimizer.param_groups) for p in g["params"]}
-        snapshots: dict[int, torch.Tensor] = {}
-        self._entries: list[Entry] = []
+        tensors: list[torch.Tensor] = []
+        entries: list[tuple[int, Entry]] = []
         self._unit_group: list[int] = []
         self._group_param_groups: list[list[int]] = []
+        dtypes: list[set[torch.dtype]] = []
         unit = 0
         for gi, group in enumerate(self.groups):
             indices = []
@@ -197,52 +198,36 @@ class NoetherTracker:
                 p = params[m.parameter]
                 if id(p) not in owner:
                     raise ValueError(f"group {group.name!r}: parameter {m.parameter!r} is not in the optimizer")
-                units = group.num_units
-                if units == 1:
-                    before, after = p.numel(), 1
-                else:
-                    dim = m.dim % max(p.dim(), 1)
-                    before = int(np.prod(p.shape[:dim], dtype=np.int64))
-                    after = p.numel() // (before * units)
-                new = id(p) not in snapshots
-                if new:
-                    snapshots[id(p)] = torch.empty(p.numel(), dtype=p.dtype, device=p.device)
-                self._entries.append(
-                    Entry(
-                        p,
-                        snapshots[id(p)],
-                        new,
-                        before,
-                        units,
-                        after,
-                        float(m.sign),
-                        group.kind == "translation",
-                        owner[id(p)],
-                        unit,
-                    )
+                entry = Entry(
+                    m.dim % max(p.dim(), 1),
+                    group.num_units,
+                    float(m.sign),
+                    group.kind == "translation",
+                    owner[id(p)],
+                    unit,
+                    len(entries),
                 )
+                entries.append((len(tensors), entry))
+                tensors.append(p)
                 indices.append(owner[id(p)])
             self._unit_group.extend([gi] * group.num_units)
             self._group_param_groups.append(sorted(set(indices)))
+            dtypes.append({params[m.parameter].dtype for m in group.members})
             unit += group.num_units
+        self._entries = [e for _, e in entries]
+        self._plans = plan(tensors, entries, self._tile_elements)
+        self._workspace = Workspace(self._plans)
         self._units = unit
         self._param_groups = sorted({e.param_group for e in self._entries})
         self._position = {pg: i for i, pg in enumerate(self._param_groups)}
-        self._dtypes = [self._lowest_precision(gi) for gi in range(len(self.groups))]
-
-    def _lowest_precision(self, group_index: int) -> str:
-        dtypes = {e.param.dtype for e, g in zip(self._entries, self._entry_groups()) if g == group_index}
-        return str(max(dtypes, key=lambda d: torch.finfo(d).eps)).replace("torch.", "")
-
-    def _entry_groups(self) -> list[int]:
-        return [self._unit_group[e.first_unit] for e in self._entries]
+        self._dtypes = [str(max(d, key=lambda t: torch.finfo(t).eps)).replace("torch.", "") for d in dtypes]
 
     # -- recording --------------------------------------------------------------------------------------------
     def _weight_decays(self) -> list[float]:
         return [float(self.optimizer.param_groups[e.param_group].get("weight_decay", 0.0)) for e in self._entries]
 
     def _read_charges(self, out: torch.Tensor) -> None:
-        current_charges(self._entries, out, self._chunk_elements, self._weight_decays())
+        current_charges(self._plans, out, self._weight_decays(), self._workspace)
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self.allow_eval and not self.model.training:
@@ -254,7 +239,7 @@ class NoetherTracker:
         self._finish()
         self._hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._work.zero_()
-        pre_step(self._entries, self._work, self._chunk_elements)
+        pre_step(self._plans, self._work, self._workspace)
         self._in_step = True
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -268,12 +253,12 @@ class NoetherTracker:
             return
         self._pending = False
         groups = self.optimizer.param_groups
-        nesterov = [bool(groups[e.param_group].get("nesterov", False)) for e in self._entries]
-        buffers = [
-            self.optimizer.state.get(e.param, {}).get("momentum_buffer") if n else None
-            for e, n in zip(self._entries, nesterov)
-        ]
-        post_step(self._entries, self._work, self._chunk_elements, self._weight_decays(), buffers)
+        buffers: list[torch.Tensor | None] = [None] * len(self._entries)
+        for pl in self._plans:
+            for e in pl.entries:
+                if groups[e.param_group].get("nesterov", False):
+                    buffers[e.index] = self.optimizer.state.get(pl.param, {}).get("momentum_buffer")
+        post_step(self._plans, self._work, self._weight_decays(), buffers, self._workspace)
         self._step += 1
         self._window_steps += 1
         assert self._hyper is not None

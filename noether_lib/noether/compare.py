@@ -105,17 +105,16 @@ def _refusals(rows: pd.DataFrame, wide: dict[str, np.ndarray]) -> dict[str, str]
         )
     if np.any(beta != beta[0]) or np.any(delta != delta[0]):
         continuous.append("the momentum or dampening changes during the run")
-    for name in ("gradient_flow", "modified", "overdamped"):
-        if continuous:
-            refused[name] = "; ".join(continuous)
+    if continuous:
+        refused["gradient_flow"] = "; ".join(continuous)
     if nesterov:
-        refused.setdefault("modified", "Nesterov momentum has another modified equation than Eq. 3")
-        refused.setdefault("overdamped", refused["modified"])
+        continuous.append("Nesterov momentum has another modified equation than Eq. 3")
     try:
         check_schedule(lr)
     except ValueError as error:
-        refused.setdefault("modified", str(error))
-        refused.setdefault("overdamped", str(error))
+        continuous.append(str(error))
+    if continuous:
+        refused["modified"] = refused["overdamped"] = "; ".join(continuous)
     return refused
 
 

@@ -121,7 +121,10 @@ def dot_notation(
     """
     if collect:
         derivatives = [sp.diff(q, t, 2) for q in coordinates] + [sp.diff(q, t) for q in coordinates]
-        expression = sp.collect(sp.expand(expression), derivatives, sp.factor)
+        def collected(e: sp.Expr) -> sp.Expr:
+            return sp.collect(sp.expand(e), derivatives, sp.factor)
+
+        expression = expression.applyfunc(collected) if isinstance(expression, sp.MatrixBase) else collected(expression)
     replacements: dict[sp.Expr, sp.Expr] = {}
     for q in coordinates:
         name = sp.latex(q.func)

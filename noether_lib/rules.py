@@ -18,9 +18,10 @@ produce the same iterates.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import sympy as sp
 import torch
 from torch import nn
 
@@ -37,6 +38,7 @@ __all__ = [
     "network_gradient",
     "torch_sgd_trajectory",
     "largest_curvature",
+    "gradient_of",
 ]
 
 #: The type of a gradient field, which maps parameters (a float64 array) to the gradient of the loss there.
@@ -195,3 +197,14 @@ def largest_curvature(gradient: Gradient, points: np.ndarray, *, iterations: int
             v = hv / value
         largest = max(largest, value)
     return largest
+
+
+def gradient_of(loss: sp.Expr, variables: Sequence[sp.Symbol]) -> Gradient:
+    """The gradient field of a sympy ``loss`` in ``variables``, as a :data:`Gradient` (float64 arrays in and out)."""
+    variables = list(variables)
+    components = sp.lambdify([variables], [sp.diff(loss, x) for x in variables], "numpy")
+
+    def gradient(q: np.ndarray) -> np.ndarray:
+        return np.asarray(components(np.asarray(q, dtype=np.float64)), dtype=np.float64)
+
+    return gradient

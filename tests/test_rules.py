@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import sympy as sp
 from scipy.optimize import minimize
 from torch import nn
 
@@ -209,3 +210,9 @@ def test_largest_curvature_against_the_hessian():
 
     expected = max(np.abs(np.linalg.eigvalsh(hessian(q))).max() for q in path)
     assert abs(rules.largest_curvature(nonlinear_gradient, path) - expected) < 1e-5 * expected
+
+
+def test_gradient_of_a_sympy_loss():
+    a, b = sp.symbols("a b")
+    gradient = rules.gradient_of(sp.cosh(a - b) + b**4 / 4 + a**2 / 2, [a, b])
+    np.testing.assert_allclose(gradient(Q0), nonlinear_gradient(Q0), rtol=1e-14)

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
+import sympy as sp
 import torch
 import torch.nn.functional as F
-import sympy as sp
 from scipy.optimize import minimize
 from torch import nn
 

@@ -12,9 +12,10 @@ per channel (derived here), with :math:`\\sigma^2` the *biased* batch variance b
 :math:`\\sigma^2\\propto r^2`, the breaking falls as :math:`\\epsilon/r^2` with the filter norm: it matters for small
 norms, e.g. under heavy weight decay.
 """
+
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +23,14 @@ from torch import nn
 
 from noether_lib.symmetry import SymmetryGroup
 
-__all__ = ["ROUND_OFF_EPSILON", "set_normalization_epsilon", "batch_variances", "scale_derivative", "predicted_breaking",
-           "breaking_terms"]
+__all__ = [
+    "ROUND_OFF_EPSILON",
+    "set_normalization_epsilon",
+    "batch_variances",
+    "scale_derivative",
+    "predicted_breaking",
+    "breaking_terms",
+]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -44,8 +51,9 @@ def set_normalization_epsilon(model: nn.Module, eps: float) -> nn.Module:
     return model
 
 
-def batch_variances(model: nn.Module, inputs: torch.Tensor, norms: Sequence[nn.Module], *,
-                    unbiased: bool = False) -> list[torch.Tensor]:
+def batch_variances(
+    model: nn.Module, inputs: torch.Tensor, norms: Sequence[nn.Module], *, unbiased: bool = False
+) -> list[torch.Tensor]:
     """The per-channel batch variances of the inputs of ``norms`` on ``inputs`` (biased, as batch norm uses in
     training; ``unbiased=True`` gives the :math:`N/(N-1)` version that only the running statistics use)."""
     seen: dict[int, torch.Tensor] = {}
@@ -69,7 +77,7 @@ def batch_variances(model: nn.Module, inputs: torch.Tensor, norms: Sequence[nn.M
     return [seen[i] for i in range(len(norms))]
 
 
-def scale_derivative(group: SymmetryGroup, params: dict[str, torch.Tensor]) -> torch.Tensor:
+def scale_derivative(group: SymmetryGroup, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """The measured breaking term :math:`\\partial_sf=\\langle\\xi,\\nabla f\\rangle` per unit of a scale group, from
     the parameters' ``.grad`` (call after ``backward``)."""
     if group.kind != "scale":
@@ -87,11 +95,19 @@ def predicted_breaking(norm: nn.Module, variance: torch.Tensor) -> torch.Tensor:
     from the layer's :math:`\\gamma` and its ``.grad`` and the batch variance of its input."""
     if not isinstance(norm, _NORMS) or norm.weight is None or norm.weight.grad is None:
         raise ValueError("need an affine batch-norm layer after backward (its weight.grad)")
-    return (norm.eps / (variance + norm.eps) * norm.weight * norm.weight.grad).detach()
+    eps = float(norm.eps)
+    return (eps / (variance + eps) * norm.weight * norm.weight.grad).detach()
 
 
-def breaking_terms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, groups: Sequence[SymmetryGroup],
-                   norms: Sequence[nn.Module], *, unbiased: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def breaking_terms(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    groups: Sequence[SymmetryGroup],
+    norms: Sequence[nn.Module],
+    *,
+    unbiased: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """On one batch (cross-entropy): the measured :math:`\\partial_sf` per filter (:func:`scale_derivative`), the
     predicted one (:func:`predicted_breaking`, with the unbiased variance if asked) and the share
     :math:`\\epsilon/(\\sigma^2+\\epsilon)`, concatenated over ``groups``, each fed into the matching entry of ``norms``."""
@@ -103,5 +119,5 @@ def breaking_terms(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor
     params = dict(model.named_parameters())
     measured = torch.cat([scale_derivative(g, params) for g in groups])
     predicted = torch.cat([predicted_breaking(n, v) for n, v in zip(norms, variances)])
-    share = torch.cat([n.eps / (v + n.eps) for n, v in zip(norms, variances)])
+    share = torch.cat([float(n.eps) / (v + float(n.eps)) for n, v in zip(norms, variances)])  # type: ignore[arg-type]
     return measured.double().numpy(), predicted.double().numpy(), share.double().numpy()

@@ -15,6 +15,7 @@ differ by :math:`O(\\eta k\\beta/(1-\\beta))`; starting the schedule's run with 
 weight decay and a constant learning rate in both runs. The identities need *exact* invariance: batch norm with
 :math:`\\epsilon=0` (:func:`noether_lib.epsilon_breaking.set_normalization_epsilon`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,13 +31,23 @@ from torch import nn
 from noether_lib.learning_rule import check_hyperparameters
 from noether_lib.symmetry import SymmetryGroup
 
-__all__ = ["growth_factor", "empty_buffer_deviation", "equivalent_learning_rates", "matched_initial_buffer", "equivalence_residual",
-           "EquivalentRuns", "minibatch_cross_entropy", "train_equivalent_runs"]
+__all__ = [
+    "growth_factor",
+    "empty_buffer_deviation",
+    "equivalent_learning_rates",
+    "matched_initial_buffer",
+    "equivalence_residual",
+    "EquivalentRuns",
+    "minibatch_cross_entropy",
+    "train_equivalent_runs",
+]
 
 
 def growth_factor(lr: float, momentum: float, weight_decay: float) -> float:
     """:math:`\\alpha`, the larger root of :math:`x^2-(1+\\beta-\\eta k)x+\\beta=0` (:math:`1-\\eta k` at :math:`\\beta=0`)."""
     check_hyperparameters(lr, momentum, weight_decay=weight_decay)
+    if not lr * weight_decay < 1:
+        raise ValueError(f"eta k = {lr * weight_decay} must be below 1 (weight decay would flip the weights)")
     b = 1 + momentum - lr * weight_decay
     disc = b * b - 4 * momentum
     if disc < 0:
@@ -54,7 +65,9 @@ def empty_buffer_deviation(lr: float, momentum: float, weight_decay: float) -> f
     """The relative deviation of the two runs from empty buffers once the first step's mismatch has settled,
     :math:`\\eta k\\beta/(1-\\beta)^2` to first order (derived here). The first steps differ by
     :math:`(1-\\eta k)/\\alpha-1\\approx\\eta k\\beta/(1-\\beta)` along :math:`q_0`: a radial step, in the direction
-    along which a scale-invariant loss is flat, so momentum carries it on to :math:`1/(1-\\beta)` times its size."""
+    along which a scale-invariant loss is flat, so momentum carries it on to :math:`1/(1-\\beta)` times its size.
+    This holds while the filter norms barely respond to the mismatch over the run (small gradients, small
+    :math:`\\eta k`); a fast norm dynamics feeds it back."""
     check_hyperparameters(lr, momentum, weight_decay=weight_decay)
     return lr * weight_decay * momentum / (1 - momentum) ** 2
 
@@ -76,13 +89,18 @@ def equivalence_residual() -> tuple[sp.Expr, sp.Expr]:
     alpha, beta, eta, k, n = sp.symbols("alpha beta eta k n", positive=True)
     q_prev, q_now, g_now = sp.symbols("qtilde_prev qtilde_n gtilde_n")
     q_next = (1 + beta / alpha**2) * q_now - beta / alpha**2 * q_prev - eta * alpha ** (-2 * n - 1) * g_now
-    residual = (alpha ** (n + 1) * q_next - (1 + beta - eta * k) * alpha**n * q_now + beta * alpha ** (n - 1) * q_prev
-                + eta * alpha ** (-n) * g_now)
+    residual = (
+        alpha ** (n + 1) * q_next
+        - (1 + beta - eta * k) * alpha**n * q_now
+        + beta * alpha ** (n - 1) * q_prev
+        + eta * alpha ** (-n) * g_now
+    )
     return sp.factor(sp.expand(residual)), alpha**2 - (1 + beta - eta * k) * alpha + beta
 
 
-def minibatch_cross_entropy(inputs: torch.Tensor, targets: torch.Tensor, *, batch_size: int,
-                            seed: int = 0) -> Callable[[nn.Module, int], torch.Tensor]:
+def minibatch_cross_entropy(
+    inputs: torch.Tensor, targets: torch.Tensor, *, batch_size: int, seed: int = 0
+) -> Callable[[nn.Module, int], torch.Tensor]:
     """``loss_at(model, n)``: cross-entropy of ``model`` on mini-batch ``n``, drawn with replacement from a seeded
     generator per step, so that two runs see the same batches."""
     if not 0 < batch_size <= len(inputs):
@@ -116,9 +134,17 @@ class EquivalentRuns:
         return float(max(self.deviations().max(), self.others))
 
 
-def train_equivalent_runs(model: nn.Module, groups: Sequence[SymmetryGroup], loss_at: Callable[[nn.Module, int],
-                          torch.Tensor], *, steps: int, lr: float, momentum: float, weight_decay: float,
-                          matched_start: bool = True) -> EquivalentRuns:
+def train_equivalent_runs(
+    model: nn.Module,
+    groups: Sequence[SymmetryGroup],
+    loss_at: Callable[[nn.Module, int], torch.Tensor],
+    *,
+    steps: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    matched_start: bool = True,
+) -> EquivalentRuns:
     """Train two copies of ``model``: SGD with weight decay on the members of the scale ``groups``, and SGD without
     weight decay and the schedule :func:`equivalent_learning_rates` on them (optionally from
     :func:`matched_initial_buffer`). ``loss_at(model, n)`` is the loss of step ``n`` (same batches for both)."""
@@ -133,14 +159,24 @@ def train_equivalent_runs(model: nn.Module, groups: Sequence[SymmetryGroup], los
         params = dict(net.named_parameters())
         scale = [params[n] for n in names]
         rest = [p for n, p in params.items() if n not in names]
-        optimizers.append(torch.optim.SGD([
-            {"params": scale, "lr": lr if i == 0 else schedule[0], "weight_decay": weight_decay if i == 0 else 0.0},
-            {"params": rest, "lr": lr, "weight_decay": 0.0},
-        ], momentum=momentum))
+        optimizers.append(
+            torch.optim.SGD(
+                [
+                    {
+                        "params": scale,
+                        "lr": lr if i == 0 else schedule[0],
+                        "weight_decay": weight_decay if i == 0 else 0.0,
+                    },
+                    {"params": rest, "lr": lr, "weight_decay": 0.0},
+                ],
+                momentum=momentum,
+            )
+        )
     if matched_start and momentum > 0:
         for p in optimizers[1].param_groups[0]["params"]:
-            optimizers[1].state[p]["momentum_buffer"] = matched_initial_buffer(p.detach().clone(), lr, momentum,
-                                                                                weight_decay)
+            optimizers[1].state[p]["momentum_buffer"] = matched_initial_buffer(
+                p.detach().clone(), lr, momentum, weight_decay
+            )
 
     def flat(net: nn.Module, which: Sequence[str]) -> np.ndarray:
         params = dict(net.named_parameters())
@@ -159,5 +195,6 @@ def train_equivalent_runs(model: nn.Module, groups: Sequence[SymmetryGroup], los
         if rest_names:
             diff = flat(models[0], rest_names) - flat(models[1], rest_names)
             others = max(others, float(np.abs(diff).max() / np.abs(flat(models[0], rest_names)).max()))
-    return EquivalentRuns(np.stack(trajectories[0]), np.stack(trajectories[1]), others,
-                          growth_factor(lr, momentum, weight_decay))
+    return EquivalentRuns(
+        np.stack(trajectories[0]), np.stack(trajectories[1]), others, growth_factor(lr, momentum, weight_decay)
+    )

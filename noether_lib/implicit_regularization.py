@@ -16,8 +16,10 @@ A two-step rule also has a parasitic mode :math:`\\propto\\beta^n`. PyTorch star
 the iterates follow the modified flow from a shifted start :func:`principal_start`, an :math:`O(\\eta)` shift; without
 it the flow is only first-order accurate (derived here, not in the paper).
 """
+
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -82,8 +84,9 @@ def toy_loss(expression: sp.Expr | None = None, variables: tuple[sp.Symbol, ...]
     )
 
 
-def two_step_modified_field(lr: sp.Symbol, momentum: sp.Expr, lookahead: sp.Expr, q: sp.Symbol,
-                            loss: sp.Function) -> sp.Expr:
+def two_step_modified_field(
+    lr: sp.Symbol, momentum: sp.Expr, lookahead: sp.Expr, q: sp.Symbol, loss: sp.Function
+) -> sp.Expr:
     """Derive, in one dimension, the modified vector field :math:`F=a_0f'+\\eta a_1f'f''` of the two-step rule
     :math:`q_{n+1}-q_n-\\beta(q_n-q_{n-1})=-\\eta[(1+c)f'(q_n)-cf'(q_{n-1})]` (``lookahead`` :math:`c`).
 
@@ -95,7 +98,7 @@ def two_step_modified_field(lr: sp.Symbol, momentum: sp.Expr, lookahead: sp.Expr
     fp = sp.diff(loss(q), q)
     field = a0 * fp + lr * a1 * fp * sp.diff(fp, q)
 
-    def shifted(sign: int, order: int = 3) -> sp.Expr:
+    def shifted(sign: int, order: int = 2) -> sp.Expr:
         term, total = q, q
         for j in range(1, order + 1):
             term = sp.diff(term, q) * field
@@ -104,9 +107,8 @@ def two_step_modified_field(lr: sp.Symbol, momentum: sp.Expr, lookahead: sp.Expr
 
     ahead, behind = shifted(+1), shifted(-1)
     # f'(q(t - eta)) as a Taylor series around q: behind - q is O(eta)
-    gradient_behind = sum(sp.diff(loss(q), q, k + 1) * (behind - q) ** k / sp.factorial(k) for k in range(3))
-    residual = (ahead - q - momentum * (q - behind)
-                + lr * ((1 + lookahead) * fp - lookahead * gradient_behind))
+    gradient_behind = sum(sp.diff(loss(q), q, k + 1) * (behind - q) ** k / sp.factorial(k) for k in range(2))
+    residual = ahead - q - momentum * (q - behind) + lr * ((1 + lookahead) * fp - lookahead * gradient_behind)
     series = sp.expand(sp.series(residual, lr, 0, 3).removeO())
     first = sp.solve(series.coeff(lr, 1), a0)[0]
     second = sp.solve(series.coeff(lr, 2).subs(a0, first), a1)[0]
@@ -131,8 +133,9 @@ def modified_loss(loss: ToyLoss, lr: float, momentum: float = 0.0, lookahead: fl
     return loss.expression + sp.nsimplify(regularization_coefficient(lr, momentum, lookahead)) * grad_sq
 
 
-def principal_start(q0: np.ndarray, first_gradient: np.ndarray, lr: float, momentum: float,
-                    first_step: float = 1.0) -> np.ndarray:
+def principal_start(
+    q0: np.ndarray, first_gradient: np.ndarray, lr: float, momentum: float, first_step: float = 1.0
+) -> np.ndarray:
     """The start :math:`Q(0)` of the modified flow that a two-step rule follows after its parasitic mode has died.
 
     The rule's first step is :math:`q_1=q_0-\\eta a\\,g_0` (``first_step`` :math:`a`: 1 for heavy ball from an empty
@@ -145,8 +148,9 @@ def principal_start(q0: np.ndarray, first_gradient: np.ndarray, lr: float, momen
     return q0 + lr * g0 * (1 / (1 - momentum) - first_step) / (1 - momentum)
 
 
-def regularized_flow(loss: ToyLoss, q0: np.ndarray, times: np.ndarray, *, momentum: float = 0.0,
-                     coefficient: float = 0.0) -> np.ndarray:
+def regularized_flow(
+    loss: ToyLoss, q0: np.ndarray, times: np.ndarray, *, momentum: float = 0.0, coefficient: float = 0.0
+) -> np.ndarray:
     """Integrate :math:`(1-\\beta)\\dot q=-(\\nabla f+2\\lambda\\nabla^2f\\,\\nabla f)`, gradient flow on
     :math:`f+\\lambda|\\nabla f|^2`; ``coefficient=0`` is plain gradient flow. Returns :math:`q` at ``times``."""
     check_hyperparameters(1.0, momentum)
@@ -162,8 +166,12 @@ def regularized_flow(loss: ToyLoss, q0: np.ndarray, times: np.ndarray, *, moment
     return solution.y.T
 
 
-def global_error_sweep(iterates: Callable[[float, int], np.ndarray], model_end: Callable[[float], np.ndarray],
-                       steps: list[int], total_time: float) -> tuple[np.ndarray, np.ndarray]:
+def global_error_sweep(
+    iterates: Callable[[float, int], np.ndarray],
+    model_end: Callable[[float], np.ndarray],
+    steps: list[int],
+    total_time: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """Global error :math:`|Q_\\eta(T)-q_n|` at :math:`T=n\\eta` of a continuous model against the iterates.
 
     ``iterates(lr, n)`` returns :math:`q_0..q_n`; ``model_end(lr)`` the model's state at :math:`T` for that
@@ -186,9 +194,17 @@ class FlowModel:
     shifted_start: bool = True
 
 
-def order_sweep(loss: ToyLoss, q0: np.ndarray, rule: Callable[..., np.ndarray], *, momentum: float,
-                first_step: float, steps: Sequence[int], total_time: float,
-                models: Mapping[str, FlowModel]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def order_sweep(
+    loss: ToyLoss,
+    q0: np.ndarray,
+    rule: Callable[..., np.ndarray],
+    *,
+    momentum: float,
+    first_step: float,
+    steps: Sequence[int],
+    total_time: float,
+    models: Mapping[str, FlowModel],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Global errors at :math:`T` of each of ``models`` against ``rule(gradient, q0, lr, n, momentum=...)``
     (e.g. :func:`noether_lib.rules.heavy_ball`, :func:`noether_lib.nesterov.nesterov_iterates`) for
     :math:`\\eta=T/n`, ``n`` in ``steps``; ``first_step`` is the rule's first-step factor for
@@ -202,5 +218,10 @@ def order_sweep(loss: ToyLoss, q0: np.ndarray, rule: Callable[..., np.ndarray], 
         coefficient = 0.0 if model.lookahead is None else regularization_coefficient(lr, momentum, model.lookahead)
         return regularized_flow(loss, start, span, momentum=momentum, coefficient=coefficient)[-1]
 
-    return {name: global_error_sweep(lambda lr, n: paths[n][None], lambda lr, m=model: end(m, lr), list(steps),
-                                     total_time) for name, model in models.items()}
+    def iterates(_: float, n: int) -> np.ndarray:
+        return paths[n][None]
+
+    return {
+        name: global_error_sweep(iterates, functools.partial(end, model), list(steps), total_time)
+        for name, model in models.items()
+    }

@@ -16,6 +16,7 @@ schedule :math:`\\beta_n=(n-1)/(n+2)` in the time :math:`t=n\\sqrt\\eta`, not a 
 (:func:`table_one_flow` integrates it, as the control). The first-order reduction is the implicit regularization of
 :mod:`noether_lib.implicit_regularization` with look-ahead :math:`c=\\beta`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,9 @@ def first_step_factor(momentum: float) -> float:
     return 1.0 + momentum
 
 
-def nesterov_modified_equation(q: sp.Expr, t: sp.Symbol, lr: sp.Symbol, momentum: sp.Expr,
-                               loss: sp.Function) -> sp.Expr:
+def nesterov_modified_equation(
+    q: sp.Expr, t: sp.Symbol, lr: sp.Symbol, momentum: sp.Expr, loss: sp.Function
+) -> sp.Expr:
     """Derive the modified equation of PyTorch's Nesterov in one dimension: the two-step recursion (module docstring)
     on a smooth path :math:`q_{n\\pm1}=q(t\\pm\\eta)`, Taylor-expanded, divided by :math:`\\eta`, truncated before
     :math:`O(\\eta^2)`. Returns :math:`\\tfrac\\eta2(1+\\beta)\\ddot q+(1-\\beta)\\dot q+\\eta\\beta f''\\dot q+f'`."""
@@ -79,17 +81,22 @@ def table_one_flow(gradient: Gradient, q0: np.ndarray, end_time: float, *, start
         q, v = state[:size], state[size:]
         return np.concatenate([v, -3 / t * v - gradient(q.reshape(q0.shape)).ravel()])
 
-    solution = solve_ivp(rhs, (start, end_time), np.concatenate([q0.ravel(), np.zeros(size)]), method="DOP853",
-                         rtol=1e-12, atol=1e-14)
+    solution = solve_ivp(
+        rhs, (start, end_time), np.concatenate([q0.ravel(), np.zeros(size)]), method="DOP853", rtol=1e-12, atol=1e-14
+    )
     if not solution.success:
         raise RuntimeError(f"Table 1 integration failed: {solution.message}")
     return solution.y[:size, -1].reshape(q0.shape)
 
 
-def table_one_errors(loss: ToyLoss, q0: np.ndarray, *, momentum: float, steps: list[int],
-                     total_time: float) -> tuple[np.ndarray, np.ndarray]:
+def table_one_errors(
+    loss: ToyLoss, q0: np.ndarray, *, momentum: float, steps: list[int], total_time: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Global errors of Table 1's Nesterov equation against PyTorch's Nesterov iterates at :math:`T=n\\eta`, the ODE
     run to its own time :math:`n\\sqrt\\eta` (Su, Boyd and Candès's time scale); returns ``(lrs, errors)``."""
     return global_error_sweep(
         lambda lr, n: nesterov_iterates(loss.gradient, q0, lr, n, momentum=momentum),
-        lambda lr: table_one_flow(loss.gradient, q0, total_time / np.sqrt(lr)), steps, total_time)
+        lambda lr: table_one_flow(loss.gradient, q0, total_time / np.sqrt(lr)),
+        steps,
+        total_time,
+    )

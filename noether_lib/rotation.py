@@ -7,6 +7,7 @@ weight decay, exactly :math:`L_{n+1}=\\beta L_n`: it decays like the translation
 starts at zero. Adam divides each coordinate by its own :math:`\\sqrt{\\hat v_i}`, a diagonal metric that is not
 rotation-invariant (Eq. 7): its update leaves the line of :math:`q` and creates angular momentum from rest.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -37,9 +38,14 @@ def radial_loss(q: torch.Tensor, anisotropy: float = 0.0) -> torch.Tensor:
     return (q.pow(2).sum() - 1) ** 2 / 4 + anisotropy * q[0] ** 2 / 2
 
 
-def train_on_loss(optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer], q0: np.ndarray, steps: int, *,
-                  loss: Callable[[torch.Tensor], torch.Tensor] = radial_loss,
-                  initial_buffer: np.ndarray | None = None) -> np.ndarray:
+def train_on_loss(
+    optimizer: Callable[[list[torch.Tensor]], torch.optim.Optimizer],
+    q0: np.ndarray,
+    steps: int,
+    *,
+    loss: Callable[[torch.Tensor], torch.Tensor] = radial_loss,
+    initial_buffer: np.ndarray | None = None,
+) -> np.ndarray:
     """Train a float64 parameter from ``q0`` with ``optimizer([param])`` (any :mod:`torch.optim` rule) for ``steps``
     steps; returns the trajectory, shape ``(steps + 1, d)``. ``initial_buffer`` presets SGD's momentum buffer
     (an initial velocity :math:`-\\eta\\beta v_0`)."""

@@ -180,3 +180,33 @@ RMSPROP_NOISE_CORRECTED: float = 0.3
 #: finite differences along several bumps): the trapezoidal discretisation leaves 2e-8 to 6e-7; the controls (friction
 #: of the wrong sign, the undamped path) miss by 4e-2 to 1.
 ACTION_STATIONARITY: float = 1e-4
+
+# --- chapter 6: beyond the paper (adaptive optimizers, explicit breaking, schedules, implicit regularization) ----
+
+#: Identities of chapter 6 evaluated in float64 (relative): the charge bookkeeping C_{n+1} = C_n + 2P_n + U_n
+#: (measured ≤ 4e-16), the metric charge of Adam without momentum (≤ 3e-16), heavy ball's angular momentum from rest
+#: and its β^n law (≤ 1e-12 over 60 steps), Li & Arora's equivalence with exact invariance (≤ 4e-13 over 200 steps).
+#: Their controls miss by 1e-5 (batch norm's ε) to 1.
+CH6_ROUND_OFF: float = 1e-10
+
+#: The ε-breaking formula ε/(σ²+ε)·γ∂f/∂γ against autograd's ⟨q, ∇f⟩ (relative to the largest term): the measured
+#: term is a cancelling sum of O(|q||g|) products, so round-off leaves ~1e-11; the unbiased variance misses by 1/N.
+EPSILON_BREAKING_EXACT: float = 1e-9
+
+#: |fitted log-log slope - predicted| of the ε-breaking term against ε (1) and the filter scale (-2): the corrections
+#: are O(ε/σ²) ≤ 1e-2 on the measured ranges; the wrong laws (ε/σ, ε⁰) miss by 1.
+EPSILON_SCALING_SLOPE: float = 5e-2
+
+#: Deviation from Li & Arora's equivalence when both momentum runs start from empty buffers, against its first-order
+#: prediction ηkβ/(1-β)² (relative, ηk = 1e-8, full batch): measured 1e-3; the first step's mismatch ηkβ/(1-β)
+#: without momentum's accumulation misses by 1/(1-β) - 1 = 9.
+LI_ARORA_FIRST_ORDER: float = 5e-2
+
+#: AdamW's equilibrium squared filter norm from the stationary bookkeeping, with the metric term, against the measured
+#: one (relative, late window): finite windows over a slowly drifting norm leave ~3 %; dropping the metric term
+#: misses by 15-25 %.
+ADAMW_EQUILIBRIUM: float = 8e-2
+
+#: |exponent + 1| of Adam's first angular step against a filter scale factor c (η/r: exponent -1), Adam's ε and
+#: the arccos leave ~1e-5; SGD's η/r² misses by 1.
+EFFECTIVE_STEP_EXPONENT: float = 5e-2

@@ -1,5 +1,6 @@
 """Tests of noether_lib.noether: the symbolic Noether identity and NLD, and the charge predictions, each against an
 independent computation (sympy, direct simulation with torch.optim.SGD, closed-form ODE solutions)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,8 @@ import sympy as sp
 import torch
 
 from noether_lib import noether
-from noether_lib.noether.continuous import _propagator
 from noether_lib.mechanics import is_identically_zero, kanai_lagrangian
+from noether_lib.noether.continuous import _propagator
 
 t, s = sp.symbols("t s", real=True)
 m, mu, k = sp.symbols("m mu k", positive=True)
@@ -88,7 +89,7 @@ def toy_loss(kind: str, q: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
         x = q - q.mean()
     else:  # rescale: incoming q[:3], outgoing q[3:], the loss sees only their outer product
         x = torch.outer(q[:3], q[3:]).reshape(-1)[: len(q)]
-    return torch.sin(batch[: len(x)] @ x) + torch.tanh(batch[len(x):] @ x) ** 2
+    return torch.sin(batch[: len(x)] @ x) + torch.tanh(batch[len(x) :] @ x) ** 2
 
 
 def simulate(kind: str, lrs: list[float], *, momentum=0.0, dampening=0.0, weight_decay=0.0, seed=0):
@@ -118,12 +119,15 @@ def simulate(kind: str, lrs: list[float], *, momentum=0.0, dampening=0.0, weight
 
 
 @pytest.mark.parametrize("kind", ["translation", "scale", "rescale"])
-@pytest.mark.parametrize("settings", [
-    dict(momentum=0.0, weight_decay=0.0),
-    dict(momentum=0.0, dampening=0.3, weight_decay=0.05),   # dampening is ignored without momentum
-    dict(momentum=0.9, weight_decay=0.01),
-    dict(momentum=0.5, dampening=0.5, weight_decay=0.02),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(momentum=0.0, weight_decay=0.0),
+        dict(momentum=0.0, dampening=0.3, weight_decay=0.05),  # dampening is ignored without momentum
+        dict(momentum=0.9, weight_decay=0.01),
+        dict(momentum=0.5, dampening=0.5, weight_decay=0.02),
+    ],
+)
 def test_exact_recursion_matches_sgd_with_a_step_drop(kind, settings):
     lrs = [0.05] * 60 + [0.01] * 60
     C, U, G, _ = simulate(kind, lrs, **settings)
@@ -140,8 +144,9 @@ def test_continuous_prediction_converges_with_the_learning_rate():
     for lr in (0.04, 0.02, 0.01):
         steps = int(round(2.0 / lr))
         C, U, _, P0 = simulate("scale", [lr] * steps, momentum=0.9, weight_decay=0.05)
-        continuous = noether.modified_equation_charge("scale", C[0], [lr] * steps, update_signed_sq=U,
-                                                      first_projected_update=P0, momentum=0.9, weight_decay=0.05)
+        continuous = noether.modified_equation_charge(
+            "scale", C[0], [lr] * steps, update_signed_sq=U, first_projected_update=P0, momentum=0.9, weight_decay=0.05
+        )
         errors.append(noether.relative_error(C, continuous).max())
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 1e-2
@@ -156,8 +161,9 @@ def test_continuous_prediction_with_dampening_keeps_the_factor(kind):
     good = noether.modified_equation_charge(kind, C[0], lrs, update_signed_sq=U, first_projected_update=P0, **settings)
     assert noether.relative_error(C, good).max() < 1e-2
     if kind == "scale":
-        buggy = noether.modified_equation_charge(kind, C[0], lrs, update_signed_sq=U * 0.5**2, first_projected_update=P0,
-                                                 **settings)
+        buggy = noether.modified_equation_charge(
+            kind, C[0], lrs, update_signed_sq=U * 0.5**2, first_projected_update=P0, **settings
+        )
         assert noether.relative_error(C, buggy).max() > 10 * noether.relative_error(C, good).max()
 
 
@@ -173,8 +179,12 @@ def test_propagator_matches_closed_form_solution_in_every_regime(weight_decay):
     C = sp.Function("C")
     tt = sp.Symbol("t")
     c0, v0 = 1.0, 0.3
-    ode = sp.Eq(sp.Rational(mass).limit_denominator(10**9) * C(tt).diff(tt, 2) + sp.nsimplify(damp) * C(tt).diff(tt)
-                + sp.nsimplify(omega) * C(tt), sp.nsimplify(force))
+    ode = sp.Eq(
+        sp.Rational(mass).limit_denominator(10**9) * C(tt).diff(tt, 2)
+        + sp.nsimplify(damp) * C(tt).diff(tt)
+        + sp.nsimplify(omega) * C(tt),
+        sp.nsimplify(force),
+    )
     exact = sp.dsolve(ode, C(tt), ics={C(0): sp.nsimplify(c0), C(tt).diff(tt).subs(tt, 0): sp.nsimplify(v0)}).rhs
     values = sp.lambdify(tt, exact, "mpmath")
     expected = np.array([float(sp.re(values(n * lr))) for n in range(0, steps + 1, 40)])
@@ -207,11 +217,14 @@ def test_gradient_flow_limit_and_schedule_time():
     assert c[-1, 0] == pytest.approx(np.exp(-0.1 * 1.0 / 0.5))
 
 
-@pytest.mark.parametrize("lrs, match", [
-    ([0.1, 0.09, 0.08, 0.07], "consecutive"),   # a decaying (continuous) schedule
-    ([0.1, -0.1], "positive"),
-    ([0.1, np.nan], "positive"),
-])
+@pytest.mark.parametrize(
+    "lrs, match",
+    [
+        ([0.1, 0.09, 0.08, 0.07], "consecutive"),  # a decaying (continuous) schedule
+        ([0.1, -0.1], "positive"),
+        ([0.1, np.nan], "positive"),
+    ],
+)
 def test_unsupported_schedules_are_rejected(lrs, match):
     with pytest.raises(ValueError, match=match):
         noether.modified_equation_charge("scale", [1.0], lrs, update_signed_sq=np.zeros((len(lrs), 1)))

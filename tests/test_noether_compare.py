@@ -1,5 +1,6 @@
 """Tests of noether_lib.noether.compare on recorded tables: both predictions where a symmetry is explicitly broken,
 errors measured on the size of the weights, refusals that say why."""
+
 from __future__ import annotations
 
 import numpy as np

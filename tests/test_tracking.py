@@ -2,6 +2,7 @@
 (an independent computation, written here), windows (every > 1), saving, state, and bad input. The loop variants
 (schedules, parameter groups, optimizers, precisions, traps) are in test_tracking_loops.py, which reuses the
 reference computation below."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,14 @@ def make_model(eps: float = 1e-12, seed: int = 0, dtype: torch.dtype = torch.flo
     """Linear -> batch norm -> ReLU -> Linear -> ReLU -> Linear: a scale symmetry of layer 0 (exact as eps -> 0),
     a rescale symmetry between layers 3 and 5, the softmax's translation of the last bias."""
     torch.manual_seed(seed)
-    layers = [torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5, eps=eps), torch.nn.ReLU(), torch.nn.Linear(5, 4),
-              torch.nn.ReLU(), torch.nn.Linear(4, 3)]
+    layers = [
+        torch.nn.Linear(6, 5),
+        torch.nn.BatchNorm1d(5, eps=eps),
+        torch.nn.ReLU(),
+        torch.nn.Linear(5, 4),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 3),
+    ]
     return torch.nn.Sequential(*layers).to(dtype)
 
 
@@ -51,7 +58,9 @@ def slices(group: SymmetryGroup, tensors: dict[str, torch.Tensor]) -> list[torch
 
 def charge_of(group: SymmetryGroup, tensors) -> torch.Tensor:
     linear = group.kind == "translation"
-    return sum(m.sign * (s.sum(1) if linear else s.pow(2).sum(1)) for m, s in zip(group.members, slices(group, tensors)))
+    return sum(
+        m.sign * (s.sum(1) if linear else s.pow(2).sum(1)) for m, s in zip(group.members, slices(group, tensors))
+    )
 
 
 def signed_sq(group: SymmetryGroup, tensors) -> torch.Tensor:
@@ -83,33 +92,55 @@ class Reference:
 
     def _decays(self) -> dict[str, float]:
         names = {id(p): k for k, p in self.model.named_parameters()}
-        return {names[id(p)]: float(g.get("weight_decay", 0.0)) for g in self.optimizer.param_groups
-                for p in g["params"]}
+        return {
+            names[id(p)]: float(g.get("weight_decay", 0.0)) for g in self.optimizer.param_groups for p in g["params"]
+        }
 
     def before_step(self) -> None:
         """Call right before the optimizer updates (after backward and any unscaling)."""
         self.before.append(snapshot(self.model))
-        self.grads.append({k: (torch.zeros_like(v) if v.grad is None else v.grad.detach().clone())
-                           for k, v in self.model.named_parameters()})
+        self.grads.append(
+            {
+                k: (torch.zeros_like(v) if v.grad is None else v.grad.detach().clone())
+                for k, v in self.model.named_parameters()
+            }
+        )
 
     def after_step(self) -> None:
         self.after.append(snapshot(self.model))
         names = {id(p): k for k, p in self.model.named_parameters()}
-        self.buffers.append({names[id(p)]: s["momentum_buffer"].detach().clone()
-                             for p, s in self.optimizer.state.items() if s.get("momentum_buffer") is not None})
+        self.buffers.append(
+            {
+                names[id(p)]: s["momentum_buffer"].detach().clone()
+                for p, s in self.optimizer.state.items()
+                if s.get("momentum_buffer") is not None
+            }
+        )
         self.decay.append(self._decays())
 
     def columns(self, group: SymmetryGroup) -> dict[str, np.ndarray]:
         """Per column, an array (steps + 1, units); step 0's step columns are NaN."""
-        out: dict[str, list] = {c: [] for c in ("charge", "norm_sq", "decay_charge", "update_signed_sq",
-                                                "projected_update", "grad_signed_sq", "grad_proj", "update_momentum")}
+        out: dict[str, list] = {
+            c: []
+            for c in (
+                "charge",
+                "norm_sq",
+                "decay_charge",
+                "update_signed_sq",
+                "projected_update",
+                "grad_signed_sq",
+                "grad_proj",
+                "update_momentum",
+            )
+        }
         nan = torch.full((group.num_units,), float("nan"), dtype=torch.float64)
         for n, after in enumerate(self.after):
             out["charge"].append(charge_of(group, after))
             out["norm_sq"].append(sum(s.pow(2).sum(1) for s in slices(group, after)))
             single = [SymmetryGroup(group.kind, "m", (m,), group.num_units) for m in group.members]
-            out["decay_charge"].append(sum(self.decay[n][m.parameter] * charge_of(g, after)
-                                           for m, g in zip(group.members, single)))
+            out["decay_charge"].append(
+                sum(self.decay[n][m.parameter] * charge_of(g, after) for m, g in zip(group.members, single))
+            )
             if n == 0:
                 for c in list(out)[3:]:
                     out[c].append(nan)
@@ -123,15 +154,18 @@ class Reference:
             buffers = self.buffers[n - 1]
             nesterov = any(g.get("nesterov", False) for g in self.optimizer.param_groups)
             if nesterov and group.kind != "translation" and all(m.parameter in buffers for m in group.members):
-                out["update_momentum"].append(sum(m.sign * (u * b).sum(1) for m, u, b in zip(
-                    group.members, slices(group, update), slices(group, buffers))))
+                out["update_momentum"].append(
+                    sum(
+                        m.sign * (u * b).sum(1)
+                        for m, u, b in zip(group.members, slices(group, update), slices(group, buffers))
+                    )
+                )
             else:
                 out["update_momentum"].append(nan)
         return {c: torch.stack(v).numpy() for c, v in out.items()}
 
 
-def train(model, optimizer, count, *, reference=None, scheduler=None, lr_at=None, seed=1,
-          dtype=torch.float64) -> None:
+def train(model, optimizer, count, *, reference=None, scheduler=None, lr_at=None, seed=1, dtype=torch.float64) -> None:
     """An ordinary loop; the tracker (if any) records in the optimizer's hooks, no tracker.step() needed."""
     for n, (x, y) in enumerate(batches(count, seed, dtype)):
         if lr_at and n in lr_at:
@@ -155,8 +189,9 @@ def wide(table: pd.DataFrame, group: str, column: str) -> np.ndarray:
 FACTORS = {"projected_update": "update_signed_sq", "grad_proj": "grad_signed_sq", "update_momentum": "update_signed_sq"}
 
 
-def assert_matches_reference(table: pd.DataFrame, reference: Reference, groups=GROUPS, rtol=1e-10,
-                             columns=None) -> None:
+def assert_matches_reference(
+    table: pd.DataFrame, reference: Reference, groups=GROUPS, rtol=1e-10, columns=None
+) -> None:
     for group in groups:
         expected = reference.columns(group)
         for column in columns or expected:
@@ -164,8 +199,9 @@ def assert_matches_reference(table: pd.DataFrame, reference: Reference, groups=G
             scale = np.nanmax(np.abs(want)) if np.isfinite(want).any() else 1.0
             if column in FACTORS:  # a projection that the symmetry makes ~0: measured on the size of its factors
                 scale = np.sqrt(np.nanmax(expected["norm_sq"]) * np.nanmax(np.abs(expected[FACTORS[column]])))
-            np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * max(scale, 1e-30), equal_nan=True,
-                                       err_msg=f"{group.name}: {column}")
+            np.testing.assert_allclose(
+                got, want, rtol=rtol, atol=rtol * max(scale, 1e-30), equal_nan=True, err_msg=f"{group.name}: {column}"
+            )
 
 
 def exact_error(table: pd.DataFrame, prediction: str = "exact") -> float:
@@ -176,12 +212,15 @@ def exact_error(table: pd.DataFrame, prediction: str = "exact") -> float:
 # -- the tests ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("settings", [
-    dict(lr=0.1),
-    dict(lr=0.1, weight_decay=0.01),
-    dict(lr=0.05, momentum=0.9, weight_decay=0.01),
-    dict(lr=0.05, momentum=0.8, dampening=0.4, weight_decay=0.02),
-])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(lr=0.1),
+        dict(lr=0.1, weight_decay=0.01),
+        dict(lr=0.05, momentum=0.9, weight_decay=0.01),
+        dict(lr=0.05, momentum=0.8, dampening=0.4, weight_decay=0.02),
+    ],
+)
 def test_table_matches_snapshots_and_the_exact_recursion(settings):
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), **settings)
@@ -192,8 +231,9 @@ def test_table_matches_snapshots_and_the_exact_recursion(settings):
     assert list(table.columns) == column_names()
     assert len(table) == 13 * sum(g.num_units for g in GROUPS)
     assert_matches_reference(table, reference)
-    assert np.all(wide(table, "layer 0", "lr")[1:, 0] == np.where(np.arange(1, 13) > 6, settings["lr"] / 10,
-                                                                  settings["lr"]))
+    assert np.all(
+        wide(table, "layer 0", "lr")[1:, 0] == np.where(np.arange(1, 13) > 6, settings["lr"] / 10, settings["lr"])
+    )
     assert exact_error(table) <= FLOAT64_EXACT
     # control: the same recursion with U halved (the dampening factor lost, say) misses
     miss = table.assign(update_signed_sq=table.update_signed_sq * 0.5)
@@ -214,8 +254,12 @@ def test_every_n_records_windows():
     for step in (4, 8, 12):
         window = d[(d.step > step - 4) & (d.step <= step)].groupby(key)[["update_signed_sq", "grad_signed_sq"]].sum()
         got = s[s.step == step].set_index(key)
-        np.testing.assert_allclose(got[["update_signed_sq", "grad_signed_sq"]].to_numpy(),
-                                   window.loc[got.index].to_numpy(), rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(
+            got[["update_signed_sq", "grad_signed_sq"]].to_numpy(),
+            window.loc[got.index].to_numpy(),
+            rtol=1e-10,
+            atol=1e-15,
+        )
         same = d[d.step == step].set_index(key).loc[got.index]
         for column in ("charge", "projected_update", "grad_proj", "time", "lr"):
             np.testing.assert_allclose(got[column].to_numpy(), same[column].to_numpy(), rtol=1e-12)
@@ -284,7 +328,8 @@ def test_verify_uses_the_users_loss():
         calls.append(1)
         return F.cross_entropy(out, target)
 
-    rescale = SymmetryGroup("rescale", "hidden", (Member("0.weight", 0), Member("0.bias", 0),
-                                                  Member("2.weight", 1, -1)), 5)
+    rescale = SymmetryGroup(
+        "rescale", "hidden", (Member("0.weight", 0), Member("0.bias", 0), Member("2.weight", 1, -1)), 5
+    )
     NoetherTracker(model, optimizer, [rescale], verify=(x, y), loss_fn=loss_fn)
     assert calls, "verify_symmetries was not given the user's loss"

@@ -2,6 +2,7 @@
 GradScaler, and the traps (zero_grad before tracker.step, load_state_dict after attaching, eval mode, forgetting
 tracker.step, repeated names, torch.compile). Each against the snapshot reference of test_tracking.py; each exact
 agreement at float64 round-off next to a control that the same tolerance rejects."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,9 +17,14 @@ from noether_lib.tolerances import FLOAT64_EXACT
 from noether_lib.tracking import NoetherTracker
 
 SCHEDULES = {
-    "warm-up + cosine": lambda o: torch.optim.lr_scheduler.SequentialLR(o, [
-        torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
-        torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12)], milestones=[4]),
+    "warm-up + cosine": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o,
+        [
+            torch.optim.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=4),
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=12),
+        ],
+        milestones=[4],
+    ),
     "OneCycle (momentum cycled too)": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.1, total_steps=16),
     "LambdaLR piecewise": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda n: 1.0 if n < 5 else 0.3),
     "ExponentialLR": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, gamma=0.9),
@@ -67,8 +73,15 @@ def no_decay_groups(model, lr=0.05, head_lr=None, **settings):
     decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1 and n != "5.weight"]
     plain = [p for n, p in model.named_parameters() if n.endswith("bias") or p.dim() == 1]
     head = [model[5].weight]
-    return torch.optim.SGD([{"params": decay, "weight_decay": 0.05}, {"params": plain, "weight_decay": 0.0},
-                            {"params": head, "weight_decay": 0.05, "lr": head_lr or lr}], lr=lr, **settings)
+    return torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": 0.05},
+            {"params": plain, "weight_decay": 0.0},
+            {"params": head, "weight_decay": 0.05, "lr": head_lr or lr},
+        ],
+        lr=lr,
+        **settings,
+    )
 
 
 def test_parameter_groups_without_weight_decay_on_biases():
@@ -83,7 +96,7 @@ def test_parameter_groups_without_weight_decay_on_biases():
     predicted = noether.predict_charges(table)
     assert "modified" in predicted.attrs["refused"]
     assert exact_error(table) <= FLOAT64_EXACT  # with the per-member decay term K = sum_m k_m C_m
-    control = table.assign(weight_decay=0.05)   # one k for every member (the bias decayed too): misses
+    control = table.assign(weight_decay=0.05)  # one k for every member (the bias decayed too): misses
     assert exact_error(control) > FLOAT64_EXACT
 
 
@@ -114,11 +127,14 @@ def test_nesterov():
     assert exact_error(control) > FLOAT64_EXACT
 
 
-@pytest.mark.parametrize("make", [
-    lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05),
-    lambda p: torch.optim.Adam(p, lr=1e-2),
-    lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.05),
+        lambda p: torch.optim.Adam(p, lr=1e-2),
+        lambda p: torch.optim.RMSprop(p, lr=1e-3, momentum=0.5),
+    ],
+)
 def test_any_optimizer_records_from_the_weights(make):
     model = make_model()
     optimizer = make(model.parameters())
@@ -130,13 +146,14 @@ def test_any_optimizer_records_from_the_weights(make):
     assert (table.optimizer == type(optimizer).__name__).all()
     predicted = noether.predict_charges(table)
     errors = noether.prediction_errors(predicted)
-    assert errors["identity"].max() <= FLOAT64_EXACT   # C_(n+1) = C_n + 2 P_n + U_n: an identity, for any update
+    assert errors["identity"].max() <= FLOAT64_EXACT  # C_(n+1) = C_n + 2 P_n + U_n: an identity, for any update
     assert set(predicted.attrs["refused"]) == {"exact", "exact_broken", "modified", "overdamped", "gradient_flow"}
     with pytest.raises(ValueError, match=type(optimizer).__name__):
         noether.predict_charges(table, predictions=("exact",))
     # control: the SGD recursion applied to this run anyway (as if the tracker assumed SGD) misses
-    control = noether.predict_charges(table.assign(optimizer="SGD", momentum=0.0, dampening=0.0,
-                                                   weight_decay=table.weight_decay.fillna(0.0)))
+    control = noether.predict_charges(
+        table.assign(optimizer="SGD", momentum=0.0, dampening=0.0, weight_decay=table.weight_decay.fillna(0.0))
+    )
     assert noether.prediction_errors(control)["exact"].max() > FLOAT64_EXACT
 
 
@@ -206,8 +223,13 @@ def test_zero_grad_before_tracker_step_and_a_forgotten_tracker_step():
     assert exact_error(table) <= FLOAT64_EXACT
     # control: what a tracker reading the (zeroed) gradients at tracker.step() recorded
     zeroed = table.assign(grad_signed_sq=np.where(table.step > 0, 0.0, np.nan))
-    g = noether.sgd_exact_charge("scale", wide(table, "layer 0", "charge")[0], wide(table, "layer 0", "lr")[1:, 0],
-                                 grad_signed_sq=wide(zeroed, "layer 0", "grad_signed_sq")[1:], weight_decay=0.01)
+    g = noether.sgd_exact_charge(
+        "scale",
+        wide(table, "layer 0", "charge")[0],
+        wide(table, "layer 0", "lr")[1:, 0],
+        grad_signed_sq=wide(zeroed, "layer 0", "grad_signed_sq")[1:],
+        weight_decay=0.01,
+    )
     assert noether.relative_error(wide(table, "layer 0", "charge"), g).max() > FLOAT64_EXACT
 
 

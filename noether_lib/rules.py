@@ -39,6 +39,7 @@ __all__ = [
     "torch_sgd_trajectory",
     "largest_curvature",
     "gradient_of",
+    "torch_sgd_iterates",
 ]
 
 #: The type of a gradient field, which maps parameters (a float64 array) to the gradient of the loss there.
@@ -208,3 +209,19 @@ def gradient_of(loss: sp.Expr, variables: Sequence[sp.Symbol]) -> Gradient:
         return np.asarray(components(np.asarray(q, dtype=np.float64)), dtype=np.float64)
 
     return gradient
+
+
+def torch_sgd_iterates(
+    model: nn.Module, closure: Callable[[], torch.Tensor], *, momentum: float = 0.0, dampening: float = 0.0,
+    weight_decay: float = 0.0
+) -> Callable[[float, int], np.ndarray]:
+    """``iterates(lr, n)`` for a sweep of learning rates (e.g. :func:`noether_lib.modified_equation.global_errors`):
+    each call restores ``model``'s current weights and returns :func:`torch_sgd_trajectory` from them."""
+    initial = {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+    def iterates(lr: float, steps: int) -> np.ndarray:
+        model.load_state_dict(initial)
+        return torch_sgd_trajectory(model, closure, lr, steps, momentum=momentum, dampening=dampening,
+                                    weight_decay=weight_decay)
+
+    return iterates

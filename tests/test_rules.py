@@ -216,3 +216,12 @@ def test_gradient_of_a_sympy_loss():
     a, b = sp.symbols("a b")
     gradient = rules.gradient_of(sp.cosh(a - b) + b**4 / 4 + a**2 / 2, [a, b])
     np.testing.assert_allclose(gradient(Q0), nonlinear_gradient(Q0), rtol=1e-14)
+
+
+def test_torch_sgd_iterates_restarts_from_the_same_weights():
+    point = Point(Q0)
+    iterates = rules.torch_sgd_iterates(point, lambda: nonlinear_loss(point.q), momentum=0.5, weight_decay=0.1)
+    first, again = iterates(0.05, 10), iterates(0.05, 10)
+    np.testing.assert_array_equal(first, again)
+    expected = rules.heavy_ball(nonlinear_gradient, Q0, 0.05, 10, momentum=0.5, weight_decay=0.1)
+    np.testing.assert_allclose(first, expected, rtol=1e-12, atol=1e-14)

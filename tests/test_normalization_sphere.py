@@ -19,8 +19,8 @@ def digits64():
 
 
 def _train(model, groups, data, steps, **kwargs):
-    loss = nz.minibatch_loss(model, data.x_train, data.y_train, batch_size=32, seed=1)
-    return nz.train_and_record(model, groups, loss, steps=steps, lr=0.1, momentum=0.0, weight_decay=3e-2, **kwargs)
+    return nz.train_minibatches(model, groups, data.x_train, data.y_train, batch_size=32, seed=1, steps=steps, lr=0.1,
+                                momentum=0.0, weight_decay=3e-2, **kwargs)
 
 
 def test_sgd_with_weight_decay_is_projected_sgd_on_the_sphere(digits64):

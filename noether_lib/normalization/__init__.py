@@ -53,7 +53,14 @@ from noether_lib.normalization.momentum import (
 from noether_lib.normalization.optimizers import FilterNormConstraint, FilterRMSProp, SphereSGD, UnitFilterSGD
 from noether_lib.normalization.polar import angular_equation, norm_equation, polar_lagrangian, radial_equation
 from noether_lib.normalization.recording import NormRecord, NormRecorder, train_and_record, unit_gradient_sq_from_table
-from noether_lib.normalization.toys import angle_loss, angle_toy, minibatch_loss, normalized_mlp, train_angle_toy
+from noether_lib.normalization.toys import (
+    angle_loss,
+    angle_toy,
+    minibatch_loss,
+    normalized_mlp,
+    train_angle_toy,
+    train_minibatches,
+)
 
 __all__ = [
     "smoothed_loss",
@@ -98,4 +105,5 @@ __all__ = [
     "train_angle_toy",
     "normalized_mlp",
     "minibatch_loss",
+    "train_minibatches",
 ]

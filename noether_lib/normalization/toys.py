@@ -11,11 +11,12 @@ from torch import nn
 from torch.nn import Module
 
 from noether_lib.models import MLP
+from noether_lib.normalization.optimizers import UnitFilterSGD
 from noether_lib.normalization.recording import NormRecord, train_and_record
 from noether_lib.reproducibility import seed_everything
 from noether_lib.symmetry import Member, SymmetryGroup, find_symmetries
 
-__all__ = ["angle_toy", "angle_loss", "train_angle_toy", "normalized_mlp", "minibatch_loss"]
+__all__ = ["angle_toy", "angle_loss", "train_angle_toy", "normalized_mlp", "minibatch_loss", "train_minibatches"]
 
 
 def angle_toy(units: int, *, radius: float = 1.0, seed: int = 0) -> tuple[Module, SymmetryGroup]:
@@ -107,3 +108,36 @@ def normalized_mlp(
                 module.eps = eps
     groups = [g for g in find_symmetries(model, inputs[:4].to(dtype)) if g.kind == "scale"]
     return model, groups
+
+
+def train_minibatches(
+    model: Module,
+    groups: list[SymmetryGroup],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    batch_size: int,
+    seed: int,
+    steps: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    filters: UnitFilterSGD | None = None,
+    norm_squared: np.ndarray | float | None = None,
+    keep_gradients: bool = False,
+) -> NormRecord:
+    """:func:`train_and_record` on the mini-batches of :func:`minibatch_loss` (data order fixed by ``seed``): runs
+    given the same ``seed`` see the same batches, whatever rule trains their filters."""
+    loss_at = minibatch_loss(model, inputs, targets, batch_size=batch_size, seed=seed)
+    return train_and_record(
+        model,
+        groups,
+        loss_at,
+        steps=steps,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        filters=filters,
+        norm_squared=norm_squared,
+        keep_gradients=keep_gradients,
+    )

@@ -1,4 +1,4 @@
-"""The symmetry search on architectures written outside this project (tests/zoo.py): every group found is checked by
+"""The symmetry search on architectures written the way public model zoos write them (noether_lib/zoo.py): every group found is checked by
 applying the transformation by hand in float64 and comparing losses, next to a control that moves the same
 parameters as far in a wrong direction; coverage of conv/linear weights per architecture."""
 

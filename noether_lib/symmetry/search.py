@@ -243,7 +243,7 @@ class Search:
             result.units.append(channels if layout is not None else 1)
             return False
         if user.op == "output":
-            return "reaches the model's output"
+            return "the loss sees the factor"
         others = [a for a in G.tensor_args(user) if a is not node]
         if G.is_add(user) or (G.is_cat(user) and (layout is None or G.cat_dim(user) != layout.dim)):
             if G.is_add(user) and any(self._broadcasts(a, user, layout) for a in [node, *others]):

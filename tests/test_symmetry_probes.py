@@ -120,6 +120,31 @@ def test_no_per_channel_group_where_channels_are_mixed(model, shape, layer):
     assert result.loss_change > SYMMETRY_LOSS_RTOLS[mine[0].kind]
 
 
+class PackedAttention(nn.Module):
+    """nn.MultiheadAttention packs W_Q, W_K, W_V into one in_proj_weight: groups on its slices are not built."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attn, self.out = (
+            nn.Linear(6, 8),
+            nn.MultiheadAttention(8, 2, batch_first=True),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x):
+        h = self.embed(x)
+        return self.out(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+
+def test_packed_attention_gets_no_group_on_its_slices():
+    x, y = data((4, 5, 6))
+    model = PackedAttention()
+    groups = find_symmetries(model, x)
+    assert not [m for g in groups for m in g.members if m.parameter.startswith("attn.")]
+    assert kinds(groups) == [("translation", 1), ("translation", 8)]
+    assert verify_symmetries(model, groups, x, y)["holds"].all()
+
+
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -66,6 +66,8 @@ def by_hand(group, params, s):
 def test_every_group_found_holds_by_hand_and_a_wrong_move_does_not(name):
     model, x, y, _ = setup(name)
     groups = find_symmetries(model, x)
+    listed = set(dict(model.named_parameters()))
+    assert all(m.parameter in listed for g in groups for m in g.members)
     twin = float64_twin(model)
     params = {k: v.detach() for k, v in twin.named_parameters()}
     x64 = x.double()

@@ -24,6 +24,7 @@ from noether_lib.symmetry.actions import (
     scale_filter_norms,
 )
 from noether_lib.symmetry.discovery import FoundSymmetries, LossKind, find_symmetries, loss_kind, weight_coverage
+from noether_lib.symmetry.graph import unwrap as original_module
 from noether_lib.symmetry.groups import (
     SYMMETRY_KINDS,
     Member,
@@ -53,6 +54,7 @@ __all__ = [
     "loss_kind",
     "FoundSymmetries",
     "find_symmetries",
+    "original_module",
     "weight_coverage",
     "SymmetryCheck",
     "check_symmetry",

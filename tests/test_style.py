@@ -10,7 +10,9 @@ library ``noether_lib/``:
   outside a ``with warnings.catch_warnings():`` block, or ``PYTHONWARNINGS`` set to ignore);
 * no notebook with stored outputs, execution counts or widget state;
 * every figure cell (``mystnb.figure.name``) exports its figure under that label with ``export_figure``;
-* no unglued numbers in the prose of notebooks and chapter pages (see :func:`unglued_numbers`).
+* no unglued numbers in the prose of notebooks and chapter pages (see :func:`unglued_numbers`);
+* no number typed in a notebook's prose that its code computes or sets (see :func:`typed_settings`);
+* the book speaks of the paper and its versions, never of "the digest" it was summarised in.
 """
 from __future__ import annotations
 
@@ -171,6 +173,52 @@ def unglued_numbers(markdown: str) -> list[str]:
     return [m.group(1) for m in NUMBER.finditer(text) if not NAMING.search(text[: m.start()])]
 
 
+_INLINE_MATH = re.compile(r"(?<!\$)\$([^$\n]+)\$(?!\$)")
+#: A number in prose or inline maths: an integer or a decimal, not part of a word, a label or a longer number.
+_ANY_NUMBER = re.compile(r"(?<![\w.\\])(\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![\w.]*\w)")
+DIGEST = re.compile(r"\bdigest\b", re.I)
+
+
+def code_numbers(sources: list[str]) -> set[float]:
+    """The numeric literals of a notebook's code cells (the settings it chooses and the constants it uses)."""
+    found: set[float] = set()
+    for source in sources:
+        try:
+            tree = ast.parse(_python(source))
+        except SyntaxError:
+            continue
+        found |= {float(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Constant) and type(node.value) in (int, float)}
+    return found
+
+
+def typed_settings(markdown: str, numbers: set[float]) -> list[str]:
+    """Numbers typed in prose or inline maths that the notebook's code also holds as a literal (``numbers``).
+
+    A value the code sets (a learning rate, a step count, a time span) must reach the prose through ``glue``, or the
+    two drift apart when the code changes. Integers up to ten are too ambiguous to flag (counts, classes, small
+    factors), and so is a factor after ``×`` (the ×10 experiment); a number after a naming word (``Eq. 3``) is not a
+    value.
+    """
+    text = _FENCE.sub("\n", markdown)
+    for pattern in _STRIP[:3]:  # comments and display maths
+        text = pattern.sub(" ", text)
+    inline = " ".join(_INLINE_MATH.findall(text))
+    for pattern in _STRIP[3:]:
+        text = pattern.sub(" ", text)
+    flagged = []
+    for source in (text, inline):
+        for m in _ANY_NUMBER.finditer(source):
+            value = float(m.group(1))
+            if NAMING.search(source[: m.start()]) or (value.is_integer() and value <= 10):
+                continue
+            if source[: m.start()].rstrip().endswith(("×", "\\times")):  # a factor that names an experiment (×10)
+                continue
+            if value in numbers:
+                flagged.append(m.group(1))
+    return flagged
+
+
 # --------------------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("path", notebooks(), ids=_id)
 def test_notebook_code_follows_the_style(path: Path):
@@ -201,7 +249,7 @@ def test_every_figure_is_exported_under_its_label(path: Path):
     missing = []
     for cell in nbformat.read(path, as_version=4).cells:
         name = cell.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")
-        call = re.compile(r"export_figure\(\s*\w+\s*,\s*[\"']%s[\"']" % re.escape(str(name)))
+        call = re.compile(r"export_figure\(\s*\w+\s*,\s*[\"']" + re.escape(str(name)) + r"[\"']")
         if cell.cell_type == "code" and name and not call.search(cell.source):
             missing.append(name)
     assert not missing, f"{_id(path)}: figures not exported with export_figure(fig, label): {missing}"
@@ -228,6 +276,43 @@ def test_prose_has_no_tag_and_no_unglued_numbers(path: Path):
     assert not typed, f"{_id(path)}: numbers typed in the prose (glue them, or allow-list them): {typed}"
 
 
+#: Pages whose prose still retypes values their code sets, each to be glued by its owner (issue 11); listed so that
+#: the check runs on every other page now. A page that no longer needs its entry passes as an unexpected success.
+PENDING_TYPED_SETTINGS: set[str] = {
+    "book/ch2/symmetry.ipynb",
+    "book/ch3/nld.ipynb",
+    "book/ch3/training.ipynb",
+    "book/ch4/adaptive.ipynb",
+    "book/ch4/norm_dynamics.ipynb",
+    "book/ch4/polar.ipynb",
+    "book/ch6/adam.ipynb",
+    "book/ch6/epsilon.ipynb",
+    "book/ch6/exponential_lr.ipynb",
+    "book/ch6/implicit_regularization.ipynb",
+    "book/ch6/nesterov.ipynb",
+    "book/ch6/rotation.ipynb",
+}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.xfail(reason="values typed in the prose, pending (issue 11)"))
+     if _id(p) in PENDING_TYPED_SETTINGS else p for p in notebooks()],
+    ids=_id,
+)
+def test_prose_does_not_retype_what_the_code_sets(path: Path):
+    numbers = code_numbers(code_cells(path))
+    allowed = ALLOWED_NUMBERS.get(_id(path), {})
+    typed = [n for t in markdown_cells(path) for n in typed_settings(t, numbers) if n not in allowed]
+    assert not typed, f"{_id(path)}: numbers typed in the prose that the code sets (glue them): {typed}"
+
+
+@pytest.mark.parametrize("path", notebooks() + pages(), ids=_id)
+def test_the_book_never_says_digest(path: Path):
+    texts = markdown_cells(path) if path.suffix == ".ipynb" else [path.read_text(encoding="utf-8")]
+    assert not any(DIGEST.search(t) for t in texts), f"{_id(path)}: speaks of 'the digest'; cite the paper"
+
+
 # ------------------------------------------------------------------------------- the checkers themselves
 def test_unglued_numbers_flags_measured_values_only():
     text = """# Results
@@ -251,6 +336,12 @@ Its constant is 2.5.
 See [the paper](https://arxiv.org/abs/2105.02716).
 """
     assert unglued_numbers(text) == ["0.0123", "1e-3", "12 %", "2.5"]
+
+
+def test_typed_settings_flags_values_the_code_holds():
+    numbers = code_numbers(["lr, epochs = 0.05, 8\nsteps = [80, 160]\nT = 1.5"])
+    text = "We train for 8 epochs at $\\eta=0.05$, then 80 steps to $T=1.5$ (Eq. 80), in 2021 and with 0.3."
+    assert typed_settings(text, numbers) == ["80", "0.05", "1.5"]
 
 
 def test_global_warning_filters():

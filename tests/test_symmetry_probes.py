@@ -145,6 +145,28 @@ def test_packed_attention_gets_no_group_on_its_slices():
     assert verify_symmetries(model, groups, x, y)["holds"].all()
 
 
+class ShiftedResidual(nn.Module):
+    """relu(fc(x)) + 1: a constant added to the channels does not scale with them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.out = nn.Linear(6, 5), nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.out(F.relu(self.fc(x)) + 1.0)
+
+
+def test_a_constant_added_to_the_channels_breaks_their_rescale():
+    x, y = data()
+    model = ShiftedResidual()
+    groups = find_symmetries(model, x)
+    assert not [g for g in groups if g.kind == "rescale"]
+    wrong = SymmetryGroup(
+        "rescale", "fc", (Member("fc.weight", 0), Member("fc.bias", 0), Member("out.weight", 1, -1)), 5
+    )
+    assert check_symmetry(model, wrong, x, y, raise_on_failure=False).loss_change > SYMMETRY_LOSS_RTOLS["rescale"]
+
+
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -245,6 +245,10 @@ class Search:
         if user.op == "output":
             return "the loss sees the factor"
         others = [a for a in G.tensor_args(user) if a is not node]
+        if G.is_add(user) and not all(isinstance(a, torch.fx.Node) for a in G.args(user)[:2]):
+            return "adds a constant, which does not scale"
+        if G.is_cat(user) and sum(a is node for a in G.tensor_args(user)) > 1:
+            return "concatenates the same channels twice"
         if G.is_add(user) or (G.is_cat(user) and (layout is None or G.cat_dim(user) != layout.dim)):
             if G.is_add(user) and any(self._broadcasts(a, user, layout) for a in [node, *others]):
                 return "a sum that broadcasts over the producer's channels"

@@ -200,7 +200,7 @@ def record_charges(
 
 
 def table_matrix(table: Any, column: str) -> np.ndarray:
-    """One column of the tracker's charges table (:mod:`noether_lib.schema`) as a ``(steps, units)`` array, rows by
+    """One column of the tracker's charges table (``noether_lib.schema``) as a ``(steps, units)`` array, rows by
     step, columns by (group, unit) in the table's order; rows whose entries are all missing (step 0's step columns)
     are dropped."""
     wide = table.pivot_table(index="step", columns=["group", "unit"], values=column, sort=False, dropna=True)

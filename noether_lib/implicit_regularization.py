@@ -7,7 +7,7 @@ ball, :math:`q_{n+1}-q_n-\\beta(q_n-q_{n-1})=-\\eta\\nabla f(q_n)`, the answer i
 .. math:: (1-\\beta)\\,\\dot q=-\\nabla\\tilde f,\\qquad
    \\tilde f=f+\\frac{\\eta(1+\\beta)}{4(1-\\beta)^2}\\,|\\nabla f|^2 ,
 
-the overdamped reduction of the paper's Eq. 3 (:math:`q\\ddot{}` replaced by the time derivative of the leading
+the overdamped reduction of the paper's Eq. 3 (:math:`\\ddot q` replaced by the time derivative of the leading
 flow). With :math:`\\beta=0` it is Barrett and Dherin's :math:`f+\\tfrac\\eta4|\\nabla f|^2`. The same analysis covers
 PyTorch's Nesterov (:mod:`noether_lib.nesterov`): the rule's gradient may be *looked ahead*,
 :math:`-\\eta[(1+c)\\nabla f(q_n)-c\\nabla f(q_{n-1})]`, with :math:`c=0` for heavy ball and :math:`c=\\beta` for Nesterov.

@@ -1,6 +1,6 @@
 """A zoo of architectures written the way public model zoos write them (torchvision, timm, the pre-activation and
 wide-ResNet papers' reference code, RL pixel encoders), at small widths, on which chapter 2 and the tests try the
-symmetry search of :mod:`noether_lib.symmetry`. The book's experiments train :mod:`noether_lib.models` instead.
+symmetry search of :mod:`noether_lib.symmetry`. The book's experiments train ``noether_lib.models`` instead.
 
 :data:`ZOO` maps a name to ``(factory, input shape, family)``. Nothing here knows about symmetry.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+__all__ = ["ZOO"]
 
 # ---- ResNets (torchvision style: BasicBlock / Bottleneck with a ``downsample`` branch) ---------------------------
 

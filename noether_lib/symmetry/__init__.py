@@ -1,13 +1,13 @@
 """Symmetries of a network's loss: the groups, their actions and generators, their discovery and their verification.
 
-* :mod:`~noether_lib.symmetry.groups`: :class:`SymmetryGroup` and its :class:`Member` parameters, the per-unit
-  :func:`conserved_quantity` (Eq. 13 of the paper), :class:`SymmetryError`, the kind type :data:`SymmetryKind`.
-* :mod:`~noether_lib.symmetry.actions`: the actions :math:`Q(q,s)` on plain vectors (:class:`Translation`,
+* ``noether_lib.symmetry.groups``: :class:`SymmetryGroup` and its :class:`Member` parameters, the per-unit
+  :func:`conserved_quantity` (Eq. 13 of the paper), :class:`SymmetryError`, the kind type ``SymmetryKind``.
+* ``noether_lib.symmetry.actions``: the actions :math:`Q(q,s)` on plain vectors (:class:`Translation`,
   :class:`Scale`, :class:`Rescale`, :class:`Rotation`) and on networks (:func:`apply_symmetry`,
   :func:`scale_filter_norms`).
-* :mod:`~noether_lib.symmetry.discovery`: :func:`find_symmetries` reads the groups off a model's graph
-  (:mod:`torch.fx`; the walks are in :mod:`~noether_lib.symmetry.search` and :mod:`~noether_lib.symmetry.graph`).
-* :mod:`~noether_lib.symmetry.verification`: :func:`verify_symmetries` and :func:`check_symmetry` prove them
+* ``noether_lib.symmetry.discovery``: :func:`find_symmetries` reads the groups off a model's graph
+  (:mod:`torch.fx`; the walks are in ``noether_lib.symmetry.search`` and ``noether_lib.symmetry.graph``).
+* ``noether_lib.symmetry.verification``: :func:`verify_symmetries` and :func:`check_symmetry` prove them
   numerically on a float64 copy of the model and raise :class:`SymmetryError` where one fails.
 """
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import sympy as sp
 import torch
-from torch import nn
 
 from noether_lib.symmetry.groups import SymmetryGroup
 
@@ -167,7 +166,7 @@ def apply_symmetry(
         group: the symmetry group.
         s: the group parameter, one number for all units or a tensor with one entry per unit.
     """
-    if isinstance(target, nn.Module):
+    if isinstance(target, torch.nn.Module):
         named = dict(target.named_parameters())
         missing = [m.parameter for m in group.members if m.parameter not in named]
         if missing:

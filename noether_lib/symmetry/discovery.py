@@ -1,6 +1,6 @@
 """Discovery of a network's symmetry groups from its :mod:`torch.fx` graph: :func:`find_symmetries`.
 
-The walks themselves live in :mod:`noether_lib.symmetry.search`; this module turns what they reach into groups,
+The walks themselves live in ``noether_lib.symmetry.search``; this module turns what they reach into groups,
 adds the translations (logits of a softmax loss, biases and rows normalized away), refuses every group that would
 name something ``model.named_parameters()`` does not list, and explains, per weight, where the search stopped.
 """
@@ -46,7 +46,7 @@ def loss_kind(loss: str | Callable[..., torch.Tensor]) -> LossKind:
         if loss not in _LOSS_KINDS:
             raise ValueError(f"loss must be one of {', '.join(_LOSS_KINDS)}; got {loss!r}")
         return loss  # type: ignore[return-value]
-    key = type(loss) if isinstance(loss, nn.Module) else loss
+    key = type(loss) if isinstance(loss, torch.nn.Module) else loss
     return _LOSS_FUNCTIONS.get(key, "other")
 
 
@@ -200,7 +200,7 @@ def _explain(search: Search, groups: Sequence[SymmetryGroup], why: Mapping[str, 
 
 
 def find_symmetries(
-    model: nn.Module,
+    model: torch.nn.Module,
     example_input: torch.Tensor,
     *,
     loss: str | Callable[..., torch.Tensor] = "cross_entropy",
@@ -214,7 +214,7 @@ def find_symmetries(
     Each Linear/Conv layer and each normalization layer's affine :math:`(\\gamma,\\beta)` is followed forward
     through maps that commute with a positive per-channel factor (ReLU, leaky ReLU, PReLU, dropout, identity,
     max/average pooling over spatial axes, reshapes keeping the channels, multiplication by a number), joining
-    the producers of every operand of a residual sum (:mod:`noether_lib.symmetry.search`):
+    the producers of every operand of a residual sum (``noether_lib.symmetry.search``):
 
     * ``"scale"``: every path ends in a normalization layer. Units: one per channel for BatchNorm and
       InstanceNorm, one per group for GroupNorm, one for the whole layer where LayerNorm normalizes the channels
@@ -265,7 +265,7 @@ def find_symmetries(
     return found
 
 
-def weight_coverage(model: nn.Module, groups: Sequence[SymmetryGroup]) -> tuple[int, int]:
+def weight_coverage(model: torch.nn.Module, groups: Sequence[SymmetryGroup]) -> tuple[int, int]:
     """How many Linear/Conv weight tensors of ``model`` some group acts on, and how many there are."""
     model = G.unwrap(model)
     acted = {m.parameter for g in groups for m in g.members}

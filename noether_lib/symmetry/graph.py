@@ -1,6 +1,6 @@
 """Reading a model's :mod:`torch.fx` graph: tracing with clear errors, what each node does to a channel layout.
 
-The search of :mod:`noether_lib.symmetry.discovery` follows a layer's output channels through the graph. A
+The search of ``noether_lib.symmetry.discovery`` follows a layer's output channels through the graph. A
 *layout* says where those channels sit in a tensor (:class:`Layout`); the helpers here say how an operation moves
 them, or why it cannot be followed. Nothing here decides a group.
 """
@@ -86,7 +86,7 @@ def shape(node: Any) -> tuple[int, ...] | None:
     return tuple(meta.shape) if meta is not None and hasattr(meta, "shape") else None
 
 
-def describe(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> str:
+def describe(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> str:
     """A node as a user reads it: ``layer1.0.conv2 (Conv2d)``, ``add (call_function)``, the model's output."""
     if node.op == "call_module":
         return f"{node.target} ({type(modules[str(node.target)]).__name__})"
@@ -100,22 +100,22 @@ def describe(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> str:
     return f"{name} ({node.op})"
 
 
-def op_name(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> str:
+def op_name(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> str:
     """The operation's short name: the module's class, or the function's or method's name."""
     if node.op == "call_module":
         return type(modules[str(node.target)]).__name__
     return node.target if isinstance(node.target, str) else getattr(node.target, "__name__", str(node.target))
 
 
-def unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module a :func:`torch.compile` wrapper (``OptimizedModule``) compiles, so that names stay the original."""
-    while hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+    while hasattr(model, "_orig_mod") and isinstance(model._orig_mod, torch.nn.Module):
         model = model._orig_mod
     return model
 
 
 def trace(
-    model: nn.Module, example_input: torch.Tensor, concrete_args: Mapping[str, Any] | None = None
+    model: torch.nn.Module, example_input: torch.Tensor, concrete_args: Mapping[str, Any] | None = None
 ) -> torch.fx.GraphModule:
     """Trace a copy of ``model`` and record every tensor's shape on ``example_input`` (in eval mode).
 
@@ -167,11 +167,11 @@ def is_shape_query(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target is getattr and args(node)[1] in ("shape", "ndim", "dtype")
 
 
-def module_of(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> nn.Module | None:
+def module_of(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> torch.nn.Module | None:
     return modules[str(node.target)] if node.op == "call_module" else None
 
 
-def is_homogeneous(node: torch.fx.Node, modules: Mapping[str, nn.Module], shift: bool = False) -> bool:
+def is_homogeneous(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module], shift: bool = False) -> bool:
     """An element-wise map commuting with a positive factor (``shift``: also with adding a constant)."""
     if node.op == "call_module":
         return isinstance(modules[str(node.target)], _SHIFT_MODULES if shift else _HOMOGENEOUS_MODULES)
@@ -190,7 +190,7 @@ def is_cat(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target in (torch.cat, torch.concat)
 
 
-def is_log_softmax(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+def is_log_softmax(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules[str(node.target)], nn.LogSoftmax)
     return (node.op == "call_function" and node.target in LOG_SOFTMAX) or (
@@ -198,7 +198,7 @@ def is_log_softmax(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> boo
     )
 
 
-def softmax_dim(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> Any:
+def softmax_dim(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> Any:
     if node.op == "call_module":
         return getattr(modules[str(node.target)], "dim", None)
     return args(node)[1] if len(node.args) > 1 else kwargs(node).get("dim")
@@ -229,7 +229,7 @@ def scalar_multiple(node: torch.fx.Node, source: torch.fx.Node) -> bool:
     return len(others) == 1 and (not isinstance(others[0], torch.fx.Node) or others[0].op == "get_attr")
 
 
-def pooled_axes(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> int | None:
+def pooled_axes(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> int | None:
     """Number of trailing axes a pooling node pools over, or None if it is no pooling."""
     key: Any = type(modules[str(node.target)]) if node.op == "call_module" else node.target
     if node.op not in ("call_module", "call_function"):
@@ -296,7 +296,7 @@ def permute_layout(node: torch.fx.Node, layout: Layout) -> Layout | None:
     return None
 
 
-def is_reshape(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
+def is_reshape(node: torch.fx.Node, modules: Mapping[str, torch.nn.Module]) -> bool:
     if node.op == "call_module":
         return isinstance(modules[str(node.target)], nn.Flatten)
     if node.op == "call_function":
@@ -304,7 +304,7 @@ def is_reshape(node: torch.fx.Node, modules: Mapping[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in _RESHAPE_METHODS
 
 
-def channel_axis(module: nn.Module, ndim: int) -> int:
+def channel_axis(module: torch.nn.Module, ndim: int) -> int:
     """The channel axis of a normalization layer's ``ndim``-d input: 0 when it reads the input as unbatched."""
     if isinstance(module, (*BATCH_NORMS, *INSTANCE_NORMS)):
         spatial = int(type(module).__name__[-2])
@@ -313,7 +313,7 @@ def channel_axis(module: nn.Module, ndim: int) -> int:
     return 1 if isinstance(module, nn.GroupNorm) else ndim - 1
 
 
-def norm_units(module: nn.Module, layout: Layout, in_shape: tuple[int, ...], channels: int) -> int | str:
+def norm_units(module: torch.nn.Module, layout: Layout, in_shape: tuple[int, ...], channels: int) -> int | str:
     """Number of units a normalization layer makes scale-invariant, or the reason it does not.
 
     BatchNorm normalizes each channel (axis 1) over the batch and spatial axes; InstanceNorm each channel over

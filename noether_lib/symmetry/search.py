@@ -57,7 +57,7 @@ class Cluster:
 class Search:
     """The traced graph and everything the walks need about it."""
 
-    def __init__(self, model: nn.Module, example_input: torch.Tensor, concrete_args: Mapping[str, Any] | None):
+    def __init__(self, model: torch.nn.Module, example_input: torch.Tensor, concrete_args: Mapping[str, Any] | None):
         self.model = G.unwrap(model)
         self.gm = G.trace(self.model, example_input, concrete_args)
         self.modules = dict(self.gm.named_modules())

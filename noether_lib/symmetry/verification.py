@@ -4,7 +4,7 @@ A group is proven on one batch, on one float64 copy of the model, with the user'
 fail: the loss must not change under a finite group element (each unit moved by its own amount), and the
 gradient must be orthogonal to every unit's generator (:prf:ref:`ch2-thm-orthogonal`, the theorem behind Eq. 13
 of the paper). Normalization layers are scale-invariant only without their :math:`\\epsilon`, so the verdict is
-taken with :math:`\\epsilon` set to :data:`VERIFICATION_EPSILON` in the copy, which makes it independent of the
+taken with :math:`\\epsilon` set to ``VERIFICATION_EPSILON`` in the copy, which makes it independent of the
 initialisation; the change that the model's own :math:`\\epsilon` adds is reported beside it.
 """
 
@@ -50,7 +50,7 @@ class SymmetryCheck:
         num_units: its number of units.
         s: the group parameter applied (units get multiples of it between 0.5 and 1.5).
         loss: the loss at the model's parameters.
-        loss_change: :math:`|f(Q(q,s))-f(q)|/|f(q)|`, normalizations with :data:`VERIFICATION_EPSILON`.
+        loss_change: :math:`|f(Q(q,s))-f(q)|/|f(q)|`, normalizations with ``VERIFICATION_EPSILON``.
         gradient_cosine: the largest, over units, :math:`|\\langle\\nabla f,\\partial_sQ\\rangle|/(\\lVert\\nabla
             f\\rVert\\lVert\\partial_sQ\\rVert)`, with the gradient of the **whole model** in the denominator (a unit
             whose own gradient vanishes analytically then passes instead of showing its rounding noise).
@@ -77,7 +77,7 @@ class _Verifier:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: torch.nn.Module,
         inputs: torch.Tensor,
         targets: torch.Tensor,
         loss_fn: Loss,
@@ -223,7 +223,7 @@ class _Verifier:
 
 
 def check_symmetry(
-    model: nn.Module,
+    model: torch.nn.Module,
     group: SymmetryGroup,
     inputs: torch.Tensor,
     targets: torch.Tensor,
@@ -245,17 +245,17 @@ def check_symmetry(
     switched off and every evaluation draws the same random numbers. Two conditions must hold:
 
     * invariance: :math:`|f(Q(q,s))-f(q)|\\le` ``rtol`` :math:`|f(q)|`, each unit moved by its own finite
-      :math:`s_u\\in[s/2,3s/2]` (``s`` from :data:`VERIFICATION_PARAMETERS` by default);
+      :math:`s_u\\in[s/2,3s/2]` (``s`` from ``VERIFICATION_PARAMETERS`` by default);
     * orthogonality: :math:`|\\langle\\nabla f,\\partial_sQ\\rangle|\\le` ``cosine_tol``
       :math:`\\lVert\\nabla f\\rVert\\lVert\\partial_sQ\\rVert` for every unit, :math:`\\nabla f` the whole model's.
 
     Args:
         loss_fn: the training loss ``loss_fn(output, targets)``.
         rtol, cosine_tol: one tolerance for every kind; by default the kind's
-            (:data:`~noether_lib.tolerances.SYMMETRY_LOSS_RTOLS`, :data:`~noether_lib.tolerances.SYMMETRY_GRADIENT_COSINES`).
+            (``noether_lib.tolerances.SYMMETRY_LOSS_RTOLS``, ``noether_lib.tolerances.SYMMETRY_GRADIENT_COSINES``).
         control: also move the members as far in a random direction and report that loss change (zero where
             every direction of the members is flat, as for a bias that batch norm subtracts).
-        generic: verify at the model's parameters moved by :data:`GENERIC_PERTURBATION` in a fixed random
+        generic: verify at the model's parameters moved by ``GENERIC_PERTURBATION`` in a fixed random
             direction (a symmetry holds everywhere; there the loss test has power); ``False``: at the parameters.
 
     Raises:
@@ -267,7 +267,7 @@ def check_symmetry(
 
 
 def verify_symmetries(
-    model: nn.Module,
+    model: torch.nn.Module,
     groups: Sequence[SymmetryGroup],
     inputs: torch.Tensor,
     targets: torch.Tensor,

@@ -2,7 +2,7 @@
 
 Memory: the bytes of every tensor the tracker holds after construction (the weight snapshot, the record buffers),
 as a multiple of the tracked parameters' bytes; on CPU also the process's resident-memory growth during
-construction and its peak growth during the first tracked step (temporaries included); on CUDA the allocator's
+construction and its growth during the tracker's own steps (its temporaries); on CUDA the allocator's
 ``memory_allocated`` and ``max_memory_allocated`` deltas.
 
 Time, two ways: (1) the tracker's own work per step, timed directly (its pre-step hook and the measurement of the
@@ -118,28 +118,35 @@ def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: in
     cuda_construct = torch.cuda.memory_allocated(device) - cuda0 if device.type == "cuda" else 0
     tracked_params = {id(pl.param): pl.param for pl in tracker._plans}
     param_bytes = sum(p.numel() * p.element_size() for p in tracked_params.values())
+    block(tracked_model, tracked_opt, 1)
+    tracker.step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         before_step = torch.cuda.memory_allocated(device)
-    block(tracked_model, tracked_opt, 1)
-    tracker.step()
-    peak_step = (
-        (torch.cuda.max_memory_allocated(device) - before_step) if device.type == "cuda" else _rss_bytes() - rss0
-    )
 
     # the tracker's own work per step, timed directly on the real state
     tracked_opt.zero_grad(set_to_none=True)
     F.cross_entropy(tracked_model(x), y).backward()
-    own = []
+    rss1 = _rss_bytes()  # the snapshot's pages are touched, the gradients exist: what the tracker adds comes next
+    own, own_cpu = [], []
     for _ in range(max(5, reps // 2)):
         sync()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         tracker._before_step(tracked_opt, (), {})
         tracker._after_step(tracked_opt, (), {})
         tracker.step()
         sync()
         own.append(time.perf_counter() - start)
+        own_cpu.append(time.process_time() - start_cpu)
+    peak_step = (
+        (torch.cuda.max_memory_allocated(device) - before_step) if device.type == "cuda" else _rss_bytes() - rss1
+    )
     tracked_opt.zero_grad(set_to_none=True)
+    plain_cpu = []
+    for _ in range(3):
+        start_cpu = time.process_time()
+        block(plain_model, plain_opt, 1)
+        plain_cpu.append(time.process_time() - start_cpu)
 
     # end to end, interleaved
     ratios, plain_times, tracked_times = [], [], []
@@ -171,7 +178,7 @@ def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: in
         "groups": len(groups),
         "held_ratio": _held_bytes(tracker) / param_bytes,
         "construction_ratio": (cuda_construct if device.type == "cuda" else rss_construct) / param_bytes,
-        "first_step_peak_ratio": peak_step / param_bytes,
+        "own_steps_ratio": peak_step / param_bytes,
         "plain_ms": 1e3 * plain,
         "tracked_ms": 1e3 * statistics.median(tracked_times),
         "median_ratio": statistics.median(ratios),
@@ -179,6 +186,9 @@ def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: in
         "ratio_q3": quartiles[2],
         "tracker_ms": 1e3 * statistics.median(own),
         "tracker_fraction": statistics.median(own) / plain,
+        "plain_cpu_ms": 1e3 * statistics.median(plain_cpu),
+        "tracker_cpu_ms": 1e3 * statistics.median(own_cpu),
+        "tracker_cpu_fraction": statistics.median(own_cpu) / statistics.median(plain_cpu),
     }
 
 
@@ -210,9 +220,10 @@ def main() -> None:
             f"{case} ({r['dtype']}) on {r['device_name']} ({r['threads']} thread(s)), batch {r['batch']}, "
             f"{r['tracked_parameters'] / 1e6:.2f} M tracked weights in {r['groups']} groups / {r['units']} units\n"
             f"  memory: tracker holds {r['held_ratio']:.2f}x the tracked parameters; construction added "
-            f"{r['construction_ratio']:.2f}x, the first step's peak {r['first_step_peak_ratio']:.2f}x\n"
+            f"{r['construction_ratio']:.2f}x, the tracker's own steps {r['own_steps_ratio']:.2f}x more\n"
             f"  time: plain step {r['plain_ms']:.1f} ms; the tracker's work {r['tracker_ms']:.2f} ms = "
-            f"{100 * r['tracker_fraction']:.2f} % of it; end to end median ratio {r['median_ratio']:.4f} "
+            f"{100 * r['tracker_fraction']:.2f} % of it (CPU time: {r['tracker_cpu_ms']:.2f} of {r['plain_cpu_ms']:.1f} ms "
+            f"= {100 * r['tracker_cpu_fraction']:.2f} %); end to end median ratio {r['median_ratio']:.4f} "
             f"(quartiles {r['ratio_q1']:.4f}-{r['ratio_q3']:.4f})"
         )
     if args.json:

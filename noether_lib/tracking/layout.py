@@ -100,8 +100,9 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _rows(tensor: torch.Tensor, r0: int, r1: int, dtype: torch.dtype) -> torch.Tensor:
-    tile = tensor.detach()[r0:r1] if tensor.dim() else tensor.detach().reshape(1)
-    return tile.to(dtype)
+    tile = tensor.detach()
+    tile = (tile if r0 == 0 and r1 == tile.shape[0] else tile[r0:r1]) if tile.dim() else tile.reshape(1)
+    return tile if tile.dtype == dtype else tile.to(dtype)
 
 
 class Workspace:
@@ -120,10 +121,15 @@ class Workspace:
             if key not in self._tiles or self._tiles[key].shape[1] < size:
                 self._tiles[key] = torch.empty(self.SLOTS, size, dtype=key[0], device=key[1])
         self._coefficients: dict[tuple, torch.Tensor] = {}
+        self._views: dict[tuple, torch.Tensor] = {}
 
     def stack(self, slots: int, like: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """``slots`` tiles shaped like ``like``, stacked: ``(slots, *like.shape)``."""
-        return self._tiles[(dtype, like.device)][:slots, : like.numel()].view(slots, *like.shape)
+        """``slots`` tiles shaped like ``like``, stacked: ``(slots, *like.shape)`` (views made once)."""
+        key = (slots, like.shape, dtype, like.device)
+        view = self._views.get(key)
+        if view is None:
+            view = self._views[key] = self._tiles[(dtype, like.device)][:slots, : like.numel()].view(slots, *like.shape)
+        return view
 
     def coefficients(self, key: tuple, rows: list[dict[int, float]], device: torch.device) -> torch.Tensor:
         """The ``(len(ROWS), slots)`` matrix mapping an entry's reduced products to the recorded rows (cached)."""
@@ -155,7 +161,7 @@ def _reduce_into(
         after = math.prod(shape[entry.dim + 1 :]) * (shape[entry.dim] // entry.units)
         start, sums = 0, stacked.reshape(n, -1, entry.units, after).sum(1).sum(2)
     begin = entry.first_unit + start
-    out[:, begin : begin + sums.shape[1]].addmm_(matrix, sums.to(out.dtype))
+    out[:, begin : begin + sums.shape[1]].addmm_(matrix, sums if sums.dtype == out.dtype else sums.to(out.dtype))
 
 
 def _pre_rows(e: Entry) -> list[dict[int, float]]:

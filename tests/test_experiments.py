@@ -488,3 +488,12 @@ def test_report_refuses_non_replicates(tmp_path):
         report.summarise(twice)
     with pytest.raises(report.ReportError, match="one configuration"):
         report.compare([runs, runs], [1.0, -1.0], "final_test_loss")
+
+
+def test_stored_charges_keep_their_types_and_the_predictions_hold(tmp_path):
+    from noether_lib import noether
+
+    table = run_experiment(apply_overrides(SMALL, {"epochs": 1}), tmp_path, **OPTIONS).charges
+    assert table["nesterov"].dtype == bool and table["charge"].dtype == np.float32
+    errors = noether.prediction_errors(noether.predict_charges(table))
+    assert errors["exact"].notna().all() and errors["exact"].max() < 2e-3

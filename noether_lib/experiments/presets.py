@@ -48,7 +48,7 @@ def _paper_sweeps(
             "init-scale",
             {"init_scale": (1.0, 10.0)},
             {"lr": lr, "lr_drops": ()},
-            seeds[:3],
+            seeds[:5],
             "conv filters x10 at initialisation: same initial loss, different trajectory (claim 17)",
         ),
         Sweep(

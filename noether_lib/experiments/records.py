@@ -65,6 +65,18 @@ METRICS_COLUMNS = ("step", "epoch", "lr", "loss", "accuracy")
 EVALUATION_COLUMNS = ("epoch", "step", "test_loss", "test_accuracy")
 
 
+def book_results() -> Path:
+    """The experiment folder the book's notebooks share: ``$NOETHER_BOOK_RUNS`` if set, else ``_build/experiments``
+    of the book's checkout (so that nbval and the book build of one CI run train each configuration once), else
+    a folder under the system's temporary directory. Runs are keyed by code and data, so sharing is safe."""
+    if os.environ.get("NOETHER_BOOK_RUNS"):
+        return Path(os.environ["NOETHER_BOOK_RUNS"])
+    root = Path(noether_lib.__file__).resolve().parents[1]
+    if (root / "_config.yml").is_file() and os.access(root, os.W_OK):
+        return root / "_build" / "experiments"
+    return Path(tempfile.gettempdir()) / "noether-book-experiments"
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(handle)`` on a uniquely named temporary file beside ``path``, then move it into place."""
     handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
@@ -112,7 +124,8 @@ class CsvLog:
 
 
 def write_part(folder: Path, index: int, table: pd.DataFrame) -> None:
-    """Write ``table`` as part ``index`` of ``folder``: floats as float32, integers as int32, compressed."""
+    """Write ``table`` as part ``index`` of ``folder``: floats as float32, integers as int32, booleans as they are,
+    the rest as strings, compressed."""
     folder.mkdir(exist_ok=True)
     columns = {}
     for name in table.columns:
@@ -121,7 +134,7 @@ def write_part(folder: Path, index: int, table: pd.DataFrame) -> None:
             values = values.astype(np.float32)
         elif values.dtype.kind in "iu":
             values = values.astype(np.int32)
-        else:
+        elif values.dtype.kind != "b":
             values = values.astype(str)
         columns[name] = values
     atomic_write(folder / f"part-{index:06d}.npz", lambda stream: np.savez_compressed(stream, **columns))

@@ -38,6 +38,9 @@ __all__ = [
     "compare",
     "constraint_gaps",
     "interaction",
+    "ablation_claims",
+    "plot_claims",
+    "filter_norm_growth",
     "loss_curves",
     "plot_sweep",
     "plot_loss_curves",
@@ -234,6 +237,99 @@ def interaction(
         metric,
         confidence,
     )
+
+
+def ablation_claims(runs: pd.DataFrame, margin: float, confidence: float = 0.95) -> pd.DataFrame:
+    """The paper's claims 18--21 measured on ``runs`` (the sweeps ``learning-rate``, ``momentum``,
+    ``effective-step`` and ``weight-decay``), for the final test accuracy and the final test loss, each oriented so
+    that a positive estimate means what the claim says is better does better (free norms, or weight decay):
+
+    * 18: free minus constrained at the smallest learning rate, claimed absent: equivalence within ``margin``
+      (in accuracy; in loss, relative to the constrained runs' mean loss);
+    * 19: the same at the largest learning rate, claimed positive;
+    * 20: the interaction gap(momentum 0.9) - gap(momentum 0) at a fixed learning rate (``momentum``) and at a
+      fixed effective step lr/(1 - momentum) (``effective-step``), claimed positive;
+    * 21: free networks with the largest weight decay minus without, claimed positive.
+
+    Columns: ``claim, design, metric, estimate, se, dof, low, high, p, seeds, expect, verdict``.
+    """
+    from noether_lib.experiments.statistics import verdict
+
+    lrs = sorted(runs.loc[runs["sweep"] == "learning-rate", "lr"].unique())
+    decays = sorted(runs.loc[runs["sweep"] == "weight-decay", "weight_decay"].unique())
+    rows = []
+    for metric in METRICS_OF_RUNS:
+        sign = 1.0 if metric == "final_test_accuracy" else -1.0  # a lower loss is better
+        designs: list[tuple[str, str, list[pd.DataFrame], list[float]]] = [
+            ("18", f"lr {lrs[0]:g}", _free_and_fixed(runs, "learning-rate", float(lrs[0])), [1.0, -1.0]),
+            ("19", f"lr {lrs[-1]:g}", _free_and_fixed(runs, "learning-rate", float(lrs[-1])), [1.0, -1.0]),
+        ]
+        for sweep, name in (("momentum", "fixed lr"), ("effective-step", "fixed lr/(1-momentum)")):
+            groups = [*_free_and_fixed(runs, sweep, 0.9), *_free_and_fixed(runs, sweep, 0.0)]
+            designs.append(("20", f"interaction, {name}", groups, [1.0, -1.0, -1.0, 1.0]))
+        free = [
+            select(runs, "weight-decay", weight_decay=float(k), constrain_filter_norms=False)
+            for k in (decays[-1], decays[0])
+        ]
+        designs.append(("21", f"weight decay {decays[-1]:g} vs 0, free", free, [1.0, -1.0]))
+        for claim, design, groups, weights in designs:
+            d = compare(groups, [sign * w for w in weights], metric, confidence)
+            expect = "none" if claim == "18" else "positive"
+            scale = 1.0 if metric == "final_test_accuracy" else float(groups[1][metric].mean())
+            rows.append(
+                {
+                    "claim": claim,
+                    "design": design,
+                    "metric": metric,
+                    "estimate": d.estimate,
+                    "se": d.standard_error,
+                    "dof": d.dof,
+                    "low": d.low,
+                    "high": d.high,
+                    "p": d.p_value,
+                    "seeds": min(d.seeds),
+                    "expect": expect,
+                    "verdict": verdict(d, "positive") if expect == "positive" else verdict(d, "none", margin * scale),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def plot_claims(claims: pd.DataFrame, axes: Sequence[Any]) -> None:
+    """Each claim's estimate with its interval (:func:`ablation_claims`), accuracy and loss on their own axes."""
+    from noether_lib.plotting import PALETTE
+
+    for ax, metric, unit in zip(axes, METRICS_OF_RUNS, ("accuracy points", "test loss")):
+        part = claims[claims["metric"] == metric].reset_index(drop=True)
+        scale = 100.0 if metric == "final_test_accuracy" else 1.0
+        y = np.arange(len(part))[::-1]
+        ax.errorbar(
+            part["estimate"] * scale,
+            y,
+            xerr=[(part["estimate"] - part["low"]) * scale, (part["high"] - part["estimate"]) * scale],
+            fmt="o",
+            color=PALETTE[0],
+            capsize=3,
+        )
+        ax.axvline(0.0, color="0.5", lw=0.8)
+        ax.set_yticks(y, [f"claim {c}: {d}" for c, d in zip(part["claim"], part["design"])], fontsize=6)
+        ax.set_xlabel(f"better with free norms or weight decay ({unit})")
+
+
+def filter_norm_growth(runs: pd.DataFrame) -> float:
+    """Mean over ``runs`` and their scale-invariant filters of :math:`r^2(\text{end})/r^2(0)`, from the recorded
+    charges (the squared filter norms)."""
+    from noether_lib.experiments.records import RunResult
+
+    ratios = []
+    for run_dir in runs["run_dir"].unique():
+        table = RunResult.load(run_dir).charges
+        if table is None:
+            raise ReportError(f"{run_dir} recorded no charges (track_charges=false)")
+        filters = table[table["kind"] == "scale"]
+        first, last = filters[filters["step"] == 0], filters[filters["step"] == filters["step"].max()]
+        ratios.append(float(np.mean(last["charge"].to_numpy() / first["charge"].to_numpy())))
+    return float(np.mean(ratios))
 
 
 def loss_curves(runs: pd.DataFrame, every: int = 1) -> pd.DataFrame:

@@ -167,6 +167,30 @@ def test_a_constant_added_to_the_channels_breaks_their_rescale():
     assert check_symmetry(model, wrong, x, y, raise_on_failure=False).loss_change > SYMMETRY_LOSS_RTOLS["rescale"]
 
 
+class TokenModel(nn.Module):
+    """Token and position embeddings summed into a stream that only layer norms read (a text transformer's start)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(11, 8), nn.Embedding(5, 8)
+        self.norm, self.fc, self.head = nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3)
+
+    def forward(self, ids):
+        h = self.tokens(ids) + self.positions(torch.arange(ids.shape[1]))
+        return self.head(F.relu(self.fc(self.norm(h))).mean(1))
+
+
+def test_embeddings_written_into_a_normalized_stream_scale_together():
+    ids, y = torch.randint(0, 11, (4, 5), generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 0])
+    model = TokenModel()
+    groups = find_symmetries(model, ids)
+    stream = next(g for g in groups if g.kind == "scale")
+    assert stream.parameters == ("tokens.weight", "positions.weight") and stream.num_units == 1
+    assert verify_symmetries(model, groups, ids, y, control=True)["holds"].all()
+    alone = SymmetryGroup("scale", "tokens alone", (Member("tokens.weight", 1),), 1)
+    assert check_symmetry(model, alone, ids, y, raise_on_failure=False).loss_change > SYMMETRY_LOSS_RTOLS["scale"]
+
+
 class Tied(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -182,7 +182,10 @@ def _explain(search: Search, groups: Sequence[SymmetryGroup], why: Mapping[str, 
             holders.setdefault(m.parameter, []).append(f"{g.kind}: {g.name}")
     rows = []
     for name, module in search.model.named_modules():
-        if not isinstance(module, (*G.WEIGHT_LAYERS, *G.NORMS)) or getattr(module, "weight", None) is None:
+        if (
+            not isinstance(module, (*G.WEIGHT_LAYERS, *G.NORMS, nn.Embedding))
+            or getattr(module, "weight", None) is None
+        ):
             continue
         weight = next((n for n in holders if n.startswith(f"{name}.") and "weight" in n.removeprefix(name)), None)
         held = [h for n, hs in holders.items() if n.startswith(f"{name}.") for h in hs]

@@ -110,6 +110,16 @@ class Search:
             p = self.params[name]
             return Producer(node, name, p.shape[-1], (Member(name, p.ndim - 1),), G.Layout(p.ndim - 1))
         module = G.module_of(node, self.modules)
+        if isinstance(module, nn.Embedding) and G.shape(node) is not None:  # a lookup: column c feeds channel c
+            name = str(node.target)
+            if self.calls[name] != 1:
+                return f"{name}: module called {self.calls[name]} times (shared weights)"
+            member = self.parameter(name, "weight")
+            if not isinstance(member, Member):
+                return member
+            return Producer(
+                node, name, module.embedding_dim, (Member(member.parameter, 1),), G.Layout(len(G.shape(node) or ()) - 1)
+            )
         if module is None or not isinstance(module, (*G.WEIGHT_LAYERS, *G.NORMS)):
             return None
         name = str(node.target)
@@ -185,11 +195,12 @@ class Search:
             for user in node.users:
                 if G.is_shape_query(user):
                     continue
+                arrived = _aligned(layout, G.shape(user), G.shape(node)) if G.is_add(user) else layout
                 if user.name in seen:
-                    if per_channel and seen[user.name] != layout and not G.is_cat(user):
+                    if per_channel and seen[user.name] != arrived and not G.is_cat(user):
                         result.broken = f"{self.label(user)}: reached with two channel layouts"
                     continue
-                seen[user.name] = layout
+                seen[user.name] = arrived
                 step = self._step(user, node, layout, channels, result, per_channel)
                 if isinstance(step, str):
                     result.broken = f"{self.label(user)}: {step}"
@@ -204,10 +215,15 @@ class Search:
         return result
 
     def _join(
-        self, others: list[torch.fx.Node], layout: G.Layout | None, result: Cluster, per_channel: bool
+        self,
+        others: list[torch.fx.Node],
+        layout: G.Layout | None,
+        total: tuple[int, ...] | None,
+        result: Cluster,
+        per_channel: bool,
     ) -> str | None:
         for other in others:
-            found = self._backward(other, layout, per_channel)
+            found = self._backward(other, _aligned(layout, G.shape(other), total), per_channel)
             if isinstance(found, str):
                 return found
             for p in found:
@@ -250,10 +266,12 @@ class Search:
         if G.is_cat(user) and sum(a is node for a in G.tensor_args(user)) > 1:
             return "concatenates the same channels twice"
         if G.is_add(user) or (G.is_cat(user) and (layout is None or G.cat_dim(user) != layout.dim)):
-            if G.is_add(user) and any(self._broadcasts(a, user, layout) for a in [node, *others]):
+            total = G.shape(user)
+            out = _aligned(layout, total, in_shape)  # the sum may broadcast the operand to more axes
+            if G.is_add(user) and any(self._broadcasts(a, total, out) for a in [node, *others]):
                 return "a sum that broadcasts over the producer's channels"
-            joined = self._join(others, layout, result, per_channel)
-            return joined if joined is not None else layout
+            joined = self._join(others, out, total, result, per_channel)
+            return joined if joined is not None else out
         if G.is_cat(user):
             assert layout is not None
             before = 0
@@ -288,12 +306,13 @@ class Search:
         return "not positively homogeneous (or not followed)"
 
     @staticmethod
-    def _broadcasts(operand: torch.fx.Node, total: torch.fx.Node, layout: G.Layout | None) -> bool:
+    def _broadcasts(operand: torch.fx.Node, total: tuple[int, ...] | None, layout: G.Layout | None) -> bool:
         """Broadcasting along other axes than the channels commutes with scaling them."""
-        a, b = G.shape(operand), G.shape(total)
-        if a is None or b is None or a == b:
+        a = G.shape(operand)
+        if a is None or total is None or a == total or layout is None:
             return False
-        return len(a) != len(b) or (layout is not None and a[layout.dim] != b[layout.dim])
+        axis = layout.dim - (len(total) - len(a))
+        return axis < 0 or a[axis] != total[layout.dim]
 
     def _backward(self, node: torch.fx.Node, layout: G.Layout | None, per_channel: bool) -> list[Producer] | str:
         """The producers whose scaling scales ``node`` alike (through homogeneous maps and sums)."""
@@ -375,6 +394,13 @@ class Search:
                     return f"{self.label(user)}: does not commute with adding a constant"
                 queue.append((user, nxt))
         return (units, layer_norm_only) if units else "reaches no normalization"
+
+
+def _aligned(layout: G.Layout | None, to: tuple[int, ...] | None, frm: tuple[int, ...] | None) -> G.Layout | None:
+    """The layout of a tensor of shape ``frm`` seen in a broadcast partner of shape ``to`` (axes align at the right)."""
+    if layout is None or to is None or frm is None:
+        return layout
+    return G.Layout(layout.dim + len(to) - len(frm), layout.block, layout.offset)
 
 
 def gcd_all(values: list[int]) -> int:

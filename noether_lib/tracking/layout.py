@@ -235,13 +235,15 @@ def post_step(
                     stacked[4].zero_()
             if slots > 5:
                 stacked[5].copy_(q)
+            first = 0 if pl.linear else 1  # -u itself is summed for translations only
             for e in pl.entries:
                 k = weight_decay[e.index]
                 rows = _post_rows(e, k)[:slots]
                 if buffers[e.index] is None and slots > 4:
                     rows[4] = {}
-                key = ("post", e.index, k, buffers[e.index] is not None, slots)
-                _reduce_into(out, e, stacked, r0, r1, length, work.coefficients(key, rows, out.device))
+                key = ("post", e.index, k, buffers[e.index] is not None, slots - first)
+                matrix = work.coefficients(key, rows[first:], out.device)
+                _reduce_into(out, e, stacked[first:], r0, r1, length, matrix)
 
 
 @torch.no_grad()

@@ -65,7 +65,7 @@ def main() -> dict:
             "epochs": 1,
             "batch_size": batch,
             "track_every": 1,
-            "checkpoint_every": STRETCH_ROWS - 1,
+            "checkpoint_every": steps - 2,
             "augment": True,
         },
     )

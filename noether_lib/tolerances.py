@@ -32,10 +32,13 @@ SYMMETRY_LOSS_RTOL: float = 1e-4
 SYMMETRY_GRADIENT_COSINE: float = 1e-3
 
 #: Per kind, the relative loss change ``verify_symmetries`` allows under a finite group element, in its float64
-#: copy with normalization ε set to ``VERIFICATION_EPSILON`` (so scale groups are exact too): round-off.
+#: copy with normalization ε set to ``VERIFICATION_EPSILON`` (so scale groups are exact too): round-off. Measured at
+#: most 8e-16 over chapter 2's table and the zoo; the controls miss by far more: a random move of the same members
+#: 3e-8 to 7e-3, the book's false scale symmetry 6e-4, the models' own ε (what it replaces) 2e-7 to 3e-5.
 SYMMETRY_LOSS_RTOLS: dict[str, float] = {"translation": 1e-10, "scale": 1e-10, "rescale": 1e-10}
 
-#: Per kind, the largest |⟨∇f, ξ_u⟩|/(‖∇f‖ ‖ξ_u‖) over units, ∇f the whole model's gradient (float64, ε as above).
+#: Per kind, the largest |⟨∇f, ξ_u⟩|/(‖∇f‖ ‖ξ_u‖) over units, ∇f the whole model's gradient (float64, ε as above):
+#: measured at most 3e-16, against 1.7e-2 for the false scale symmetry and 2.3e-2 for batch norm in eval mode.
 SYMMETRY_GRADIENT_COSINES: dict[str, float] = {"translation": 1e-10, "scale": 1e-10, "rescale": 1e-10}
 
 # --- chapter 4: normalization and implicit adaptive optimization ---------------------------------------------------

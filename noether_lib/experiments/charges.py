@@ -57,7 +57,7 @@ def _portable(value: Any) -> Any:
 
 
 def _native(value: Any) -> Any:
-    """The inverse of :func:`_portable`."""
+    """The inverse of ``_portable``."""
     if isinstance(value, dict):
         if set(value) == {"__numpy__"}:
             return value["__numpy__"].numpy()

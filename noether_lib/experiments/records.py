@@ -7,7 +7,7 @@ A run's folder ``<out>/<name>-<key>/`` (the key: :func:`~noether_lib.experiments
   while the run goes;
 * ``evaluation.csv``: test loss and accuracy after each evaluated epoch, appended likewise;
 * ``charges/part-*.npz``: the tracked Noether charges per unit (the columns of
-  :data:`~noether_lib.schema.CHARGES_COLUMNS`, float32, compressed numpy), one part per stretch of the run;
+  ``noether_lib.schema.CHARGES_COLUMNS``, float32, compressed numpy), one part per stretch of the run;
   ``layers/part-*.npz`` the same columns summed over the units of each group (one row per step and group);
 * ``result.json``: status (``finished`` or ``diverged``) with its message, final test accuracy and loss, the
   configuration, the names it was asked for under, library version, git commit, hardware and timings;

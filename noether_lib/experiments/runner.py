@@ -9,7 +9,7 @@ the run's folder (:mod:`noether_lib.experiments.records`). Its guarantees:
   configuration plus the fingerprints of the library's code, torch, the data and (batch norm per process) the
   number of processes. A completed folder of the same key is read instead of training (``cached: <folder>``);
   anything else trains. ``rerun=True`` (``--rerun``) deletes the folder and starts over.
-* **Shared output folders**: a per-run file lock (:mod:`filelock`) lets several sweeps share one ``out_dir``; a
+* **Shared output folders**: a per-run file lock (``filelock``) lets several sweeps share one ``out_dir``; a
   run is trained once, the others wait for it and read it.
 * **Resume**: with ``checkpoint_every`` set, an interrupted run continues from its last checkpoint and produces
   the same files as an uninterrupted one (byte for byte on CPU). SIGTERM saves a checkpoint and stops the run

@@ -497,3 +497,15 @@ def test_stored_charges_keep_their_types_and_the_predictions_hold(tmp_path):
     assert table["nesterov"].dtype == bool and table["charge"].dtype == np.float32
     errors = noether.prediction_errors(noether.predict_charges(table))
     assert errors["exact"].notna().all() and errors["exact"].max() < 2e-3
+
+
+def test_tensorboard_scalars_are_optional(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.raises(ConfigError, match=r"--tensorboard: needs the tensorboard package"):
+            run_experiment(SMALL, tmp_path / "runs", tensorboard=True, **OPTIONS)
+        assert not (tmp_path / "runs").exists()
+    else:
+        result = run_experiment(apply_overrides(SMALL, {"epochs": 1}), tmp_path, tensorboard=True, **OPTIONS)
+        assert list((result.run_dir / "tensorboard").glob("events.out.tfevents.*"))

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--no-progress", action="store_true", help="no progress bars")
         sub.add_argument("--keep-checkpoints", action="store_true", help="keep the last checkpoint of each run")
         sub.add_argument("--rerun", action="store_true", help="train again even if a result exists (starts over)")
+        sub.add_argument("--tensorboard", action="store_true", help="also log TensorBoard scalars to <run>/tensorboard")
         return sub
 
     training("run", "train the preset's base configuration (with overrides)")
@@ -111,6 +112,7 @@ def _train(args: argparse.Namespace, extra: list[str]) -> int:
         "threads": args.threads,
         "keep_checkpoint": args.keep_checkpoints,
         "rerun": args.rerun,
+        "tensorboard": args.tensorboard,
     }
     main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 reports
     if args.command == "run":

@@ -26,6 +26,7 @@ the run's folder (:mod:`noether_lib.experiments.records`). Its guarantees:
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import shutil
 import sys
@@ -110,6 +111,7 @@ def run_experiment(
     data_cache_dir: str | Path | None = None,
     sync_every: int | None = None,
     interrupt_at_step: int | None = None,
+    tensorboard: bool = False,
 ) -> RunResult:
     """Train ``config`` and save its results under ``out_dir``, or read them if this run has already ended.
 
@@ -127,6 +129,8 @@ def run_experiment(
         data_cache_dir: where decoded Tiny ImageNet arrays are cached (default ``<out_dir>/_data``).
         sync_every: read losses back from the device every this many steps (default 1 on CPU, 50 on GPU).
         interrupt_at_step: stop after this step as if killed (for tests and wall-clock-limited jobs).
+        tensorboard: also log the training and test metrics as TensorBoard scalars to ``<run>/tensorboard``
+            (needs the ``tensorboard`` package: ``pip install 'noether-book[tensorboard]'``).
 
     Returns:
         The run's :class:`~noether_lib.experiments.records.RunResult` (status ``finished`` or ``diverged``).
@@ -138,6 +142,8 @@ def run_experiment(
     """
     ctx, dev = Distributed.from_environment(device)
     _check_layout(config, ctx)
+    if tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError("--tensorboard: needs the tensorboard package: pip install 'noether-book[tensorboard]'")
     fingerprint = ctx.broadcast(run_fingerprint(config, ctx.world_size) if ctx.is_main else None)
     key = run_key(config, fingerprint)
     out = Path(out_dir)
@@ -175,6 +181,7 @@ def run_experiment(
             data_cache_dir=data_cache_dir,
             sync_every=sync_every,
             interrupt_at_step=interrupt_at_step,
+            tensorboard=tensorboard,
         )
 
 
@@ -195,6 +202,7 @@ def _train(
     data_cache_dir: str | Path | None,
     sync_every: int | None,
     interrupt_at_step: int | None,
+    tensorboard: bool,
 ) -> RunResult:
     """Train the run in ``run_dir`` (from its checkpoint, if any) and write its result."""
     session_start = time.perf_counter()
@@ -217,6 +225,7 @@ def _train(
         sync_every=sync_every,
         progress=progress,
         verbose=verbose,
+        tensorboard=tensorboard,
     )
     status, message, last_step = training.train(interrupt_at_step)
     if ctx.is_main:

@@ -107,6 +107,7 @@ class Training:
         sync_every: int | None,
         progress: bool,
         verbose: bool,
+        tensorboard: bool = False,
     ) -> None:
         self.config, self.run_dir, self.ctx, self.device = config, run_dir, ctx, device
         self.progress_bar, self.verbose = progress, verbose
@@ -127,6 +128,11 @@ class Training:
         self.state = Progress()
         saved = self._restore()
         self.state.sessions += 1
+        self.writer: Any = None
+        if tensorboard and ctx.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.state.step + 1)
         self.recorder: ChargeRecorder | None = None
         if config.track_charges and ctx.is_main:  # built on the restored optimiser, whose state it reads
             self.recorder = ChargeRecorder(
@@ -230,6 +236,8 @@ class Training:
             if latest.is_file():
                 latest.replace(self.run_dir / PREVIOUS)
             atomic_write(latest, lambda stream: torch.save(payload, stream))
+            if self.writer is not None:
+                self.writer.flush()
         self.ctx.barrier()
 
     # -- the loop -------------------------------------------------------------------------------------------------
@@ -314,6 +322,10 @@ class Training:
                 break
         if self.ctx.is_main:
             self.metrics_log.append(rows)
+            if self.writer is not None:
+                for step, _, lr, loss, accuracy in rows:
+                    for tag, value in (("train/loss", loss), ("train/accuracy", accuracy), ("train/lr", lr)):
+                        self.writer.add_scalar(tag, value, step)
         self.state.last_metrics = list(rows[-1])
         pending.clear()
         return bad, bool(values[-1, 0] > 0)
@@ -389,6 +401,9 @@ class Training:
         self.state.last_evaluation = [epoch, self.state.step, test_loss, test_accuracy]
         if self.ctx.is_main:
             self.evaluation_log.append([self.state.last_evaluation])
+            if self.writer is not None:
+                self.writer.add_scalar("test/loss", test_loss, self.state.step)
+                self.writer.add_scalar("test/accuracy", test_accuracy, self.state.step)
 
     def _divergence(self, bad: int) -> str:
         return (
@@ -398,7 +413,9 @@ class Training:
         )
 
     def close(self, last_step: int) -> None:
-        """Write the recorder's last stretch (up to ``last_step``) and detach it."""
+        """Write the recorder's last stretch (up to ``last_step``) and detach it; close the TensorBoard log."""
+        if self.writer is not None:
+            self.writer.close()
         if self.recorder is not None:
             self.recorder.write(last_step, final=True)
             self.recorder.close()

@@ -74,10 +74,16 @@ def test_amplification_table_at_09():
     assert table["prefactor", "lr", "correlated"] == pytest.approx(nz.momentum_amplification(0.9))
 
 
+def _white_toy():
+    toy, group = nz.angle_toy(128)
+    xi = torch.randn(1500, 128, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return toy, [group], lambda n: nz.angle_loss(toy.q, xi[n])
+
+
 def test_stationary_update_ratio_on_the_white_noise_toy():
     lr, beta = 0.01, 0.9
     wd = (1 - beta) / (4 * lr * 100)
-    rec = nz.train_angle_toy(units=128, steps=1500, lr=lr, momentum=beta, weight_decay=wd, mean=0.0, noise=1.0)
+    rec = nz.train_and_record(*_white_toy(), steps=1500, lr=lr, momentum=beta, weight_decay=wd, keep_updates=True)
     late = slice(700, 1499)
     ratio = rec.update_sq[late].mean() / rec.norm_squared[late].mean()
     assert abs(ratio / nz.stationary_update_ratio(lr, beta, wd) - 1) < 0.05
@@ -89,7 +95,7 @@ def test_norm_recorder_writes_the_charges_table_like_the_tracker(digits64):
     model, groups = nz.normalized_mlp(digits64.x_train, 10, hidden=(8,), dtype=torch.float64, eps=1e-15)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.5, weight_decay=1e-2)
     tracker = NoetherTracker(model, optimizer, groups)
-    recorder = nz.NormRecorder(model, groups)
+    recorder = nz.NormRecorder(model, groups, keep_updates=True)
     loss_at = nz.minibatch_loss(model, digits64.x_train, digits64.y_train, batch_size=32, seed=0)
     for n in range(20):
         optimizer.zero_grad()

@@ -86,11 +86,19 @@ def unit_gradient_sq_from_table(table: pd.DataFrame) -> np.ndarray:
 
 class NormRecorder:
     """Call :meth:`record` after each backward pass: keeps the loss, every filter's :math:`r^2`,
-    :math:`|\\hat g|^2` and update :math:`U`, and optionally the unit-norm gradients :math:`\\hat g=r\\nabla f`."""
+    :math:`|\\hat g|^2`, and optionally the updates :math:`U` (``keep_updates``; NaN otherwise) and the unit-norm
+    gradients :math:`\\hat g=r\\nabla f` (``keep_gradients``)."""
 
-    def __init__(self, model: Module, groups: Sequence[SymmetryGroup], *, keep_gradients: bool = False) -> None:
+    def __init__(
+        self,
+        model: Module,
+        groups: Sequence[SymmetryGroup],
+        *,
+        keep_gradients: bool = False,
+        keep_updates: bool = False,
+    ) -> None:
         check_scale_groups(groups)
-        self.groups, self.keep_gradients = list(groups), keep_gradients
+        self.groups, self.keep_gradients, self.keep_updates = list(groups), keep_gradients, keep_updates
         self.params = dict(model.named_parameters())
         self._rows: list[tuple] = []
         self._updates: list[np.ndarray] = []
@@ -101,12 +109,13 @@ class NormRecorder:
         with torch.no_grad():
             grads = {n: p.grad for n, p in self.params.items() if p.grad is not None}
             r = filter_norms(self.groups, self.params)
-            filters = [torch.cat(g.slices(self.params), dim=1).detach().double().clone() for g in self.groups]
-            if self._previous is not None:
-                self._updates.append(
-                    torch.cat([((a - b) ** 2).sum(1) for a, b in zip(filters, self._previous)]).numpy()
-                )
-            self._previous = filters
+            if self.keep_updates:
+                filters = [torch.cat(g.slices(self.params), dim=1).detach().double().clone() for g in self.groups]
+                if self._previous is not None:
+                    self._updates.append(
+                        torch.cat([((a - b) ** 2).sum(1) for a, b in zip(filters, self._previous)]).numpy()
+                    )
+                self._previous = filters
             g_hat = None
             if self.keep_gradients:
                 parts = [
@@ -120,7 +129,9 @@ class NormRecorder:
         """Everything recorded so far, one row per step."""
         loss, r2, g2, gh = zip(*self._rows)
         norm_squared = np.stack(r2)
-        update = np.vstack([*self._updates, np.full(norm_squared.shape[1], np.nan)])
+        update = np.full(norm_squared.shape, np.nan)
+        if self._updates:
+            update[:-1] = np.stack(self._updates)
         return NormRecord(
             np.array(loss),
             norm_squared,
@@ -143,8 +154,10 @@ def train_and_record(
     filters: UnitFilterSGD | None = None,
     norm_squared: np.ndarray | float | None = None,
     keep_gradients: bool = False,
+    keep_updates: bool = False,
 ) -> NormRecord:
-    """Train with PyTorch's SGD (momentum, weight decay) and record every filter's :math:`r^2,|\\hat g|^2,U`.
+    """Train with PyTorch's SGD (momentum, weight decay) and record every filter's :math:`r^2,|\\hat g|^2` (and
+    :math:`U`, :math:`\\hat g` on request, see :class:`NormRecorder`).
 
     With ``filters`` (a :class:`UnitFilterSGD`, :class:`~noether_lib.normalization.SphereSGD` or
     :class:`~noether_lib.normalization.FilterRMSProp`) the filters are
@@ -161,7 +174,7 @@ def train_and_record(
     adaptive = filters is not None and type(filters) is not UnitFilterSGD
     if filters is not None and not adaptive and norm_squared is None:
         raise ValueError("a UnitFilterSGD needs norm_squared: one row per step, or a constant")
-    recorder = NormRecorder(model, groups, keep_gradients=keep_gradients)
+    recorder = NormRecorder(model, groups, keep_gradients=keep_gradients, keep_updates=keep_updates)
     for n in range(steps):
         model.zero_grad(set_to_none=True)
         loss = loss_at(n)

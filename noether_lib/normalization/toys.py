@@ -125,6 +125,7 @@ def train_minibatches(
     filters: UnitFilterSGD | None = None,
     norm_squared: np.ndarray | float | None = None,
     keep_gradients: bool = False,
+    keep_updates: bool = False,
 ) -> NormRecord:
     """:func:`train_and_record` on the mini-batches of :func:`minibatch_loss` (data order fixed by ``seed``): runs
     given the same ``seed`` see the same batches, whatever rule trains their filters."""
@@ -140,4 +141,5 @@ def train_minibatches(
         filters=filters,
         norm_squared=norm_squared,
         keep_gradients=keep_gradients,
+        keep_updates=keep_updates,
     )

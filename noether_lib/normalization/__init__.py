@@ -8,16 +8,16 @@ gradient norms (Eqs. 16--17), the same functional form as RMSProp's :math:`\\sqr
 
 One concept per module:
 
-* :mod:`~noether_lib.normalization.polar`: the Lagrangian in polar coordinates and Eqs. 14--16 (sympy);
-* :mod:`~noether_lib.normalization.filters`: filter norms :math:`r` and unit-norm gradients :math:`|\\hat g|^2`;
-* :mod:`~noether_lib.normalization.closed_form`: Eq. 17 and its two parts, Eq. 18, the steady state, the angular
+* ``polar``: the Lagrangian in polar coordinates and Eqs. 14--16 (sympy);
+* ``filters``: filter norms :math:`r` and unit-norm gradients :math:`|\\hat g|^2`;
+* ``closed_form``: Eq. 17 and its two parts, Eq. 18, the steady state, the angular
   update, and the exact β = 0 recursion of SGD on the sphere;
-* :mod:`~noether_lib.normalization.momentum`: the correlation factor of momentum and the amplification table;
-* :mod:`~noether_lib.normalization.optimizers`: the filter-norm constraint and optimisers on the unit sphere;
-* :mod:`~noether_lib.normalization.recording`: the recorder (charges-table columns) and the training loop;
-* :mod:`~noether_lib.normalization.toys`: the angle toy, the batch-normalised MLP, mini-batches.
+* ``momentum``: the correlation factor of momentum and the amplification table;
+* ``optimizers``: the filter-norm constraint and optimisers on the unit sphere;
+* ``recording``: the recorder (charges-table columns) and the training loop;
+* ``toys``: the angle toy, the batch-normalised MLP, mini-batches.
 
-The loss-curve helpers live in :mod:`noether_lib.loss_curves` (re-exported here for old imports).
+The loss-curve helpers live in ``noether_lib.loss_curves`` (re-exported here for old imports).
 """
 
 from noether_lib.loss_curves import loss_curve_gap, smoothed_loss

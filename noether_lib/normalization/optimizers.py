@@ -119,7 +119,7 @@ class SphereSGD(UnitFilterSGD):
     with :math:`r_n^2` carried by :func:`sphere_norm_recursion`'s step from this run's own :math:`|\\hat g_n|^2`.
 
     Started from the free run's norms ``initial_norm_squared``, it reproduces SGD with weight decay ``weight_decay``
-    on scale-invariant filters exactly (β = 0, up to round-off); :attr:`norm_squared` is then the free run's
+    on scale-invariant filters exactly (β = 0, up to round-off); ``norm_squared`` is then the free run's
     :math:`r_n^2`. No weight decay acts on the filters themselves.
     """
 

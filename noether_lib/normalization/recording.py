@@ -1,4 +1,4 @@
-"""Recording the filter norms during training, in the charges table's columns (:mod:`noether_lib.schema`).
+"""Recording the filter norms during training, in the charges table's columns (``noether_lib.schema``).
 
 :class:`NormRecorder` keeps, per step, the loss, every filter's :math:`r^2` and :math:`|\\hat g|^2` and the squared
 update :math:`U_n=|q_{n+1}-q_n|^2`; :meth:`NormRecord.table` writes them as rows of the charges table (the scale

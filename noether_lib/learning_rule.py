@@ -6,6 +6,7 @@ Heavy-ball momentum in PyTorch's convention with learning rate :math:`\\eta`, mo
 :func:`effective_mass` and :func:`damping` are its constants. :func:`check_hyperparameters` is the one place that
 says which hyperparameters are valid; every other module calls it at its boundary.
 """
+
 from __future__ import annotations
 
 from typing import TypeAlias
@@ -26,8 +27,9 @@ __all__ = [
 ]
 
 
-def check_hyperparameters(lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
-                          steps: int = 0) -> None:
+def check_hyperparameters(
+    lr: float, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0, steps: int = 0
+) -> None:
     """Raise ``ValueError`` unless :math:`\\eta>0`, :math:`0\\le\\beta<1`, :math:`0\\le\\delta<1`, :math:`k\\ge0` and
     ``steps`` is a non-negative integer."""
     if not lr > 0:

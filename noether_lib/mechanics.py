@@ -17,6 +17,7 @@ covers the learning rules of Table 1 through its algorithmic degrees of freedom 
 (:class:`BregmanParameters` and the functions ``*_parameters``); the Lagrangian of SGD with a finite learning rate,
 momentum and weight decay (Eq. 4) is :func:`sgd_lagrangian`. Coordinates are sympy functions ``q_i(t)``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -121,6 +122,7 @@ def dot_notation(
     """
     if collect:
         derivatives = [sp.diff(q, t, 2) for q in coordinates] + [sp.diff(q, t) for q in coordinates]
+
         def collected(e: sp.Expr) -> sp.Expr:
             return sp.collect(sp.expand(e), derivatives, sp.factor)
 
@@ -183,8 +185,9 @@ def action_stationarity(
     """
     first, second = [], []
     for bump in variations:
-        plus, zero, minus = (discretised_action(path + e * np.asarray(bump), times, lagrangian)
-                             for e in (step, 0.0, -step))
+        plus, zero, minus = (
+            discretised_action(path + e * np.asarray(bump), times, lagrangian) for e in (step, 0.0, -step)
+        )
         first.append(abs(plus - minus) / (2 * step))
         second.append(abs(plus - 2 * zero + minus) / step**2)
     return max(first) / max(second)
@@ -212,8 +215,9 @@ def solve_damped_motion(
     def field(_: float, state: np.ndarray) -> list[float]:
         return [state[1], (float(force(state[0])) - damping_coefficient * state[1]) / mass]
 
-    result = solve_ivp(field, (times[0], times[-1]), [position, velocity], t_eval=times, method="DOP853",
-                       rtol=1e-12, atol=1e-12)
+    result = solve_ivp(
+        field, (times[0], times[-1]), [position, velocity], t_eval=times, method="DOP853", rtol=1e-12, atol=1e-12
+    )
     if not result.success:
         raise RuntimeError(f"integration failed: {result.message}")
     return result.y[0]
@@ -234,9 +238,7 @@ def first_conjugate_time(mass: float, damping_coefficient: float, spring: float)
     return float(np.pi / np.sqrt(omega_sq)) if omega_sq > 0 else float("inf")
 
 
-def bregman_divergence(
-    h: Callable[..., sp.Expr], y: Sequence[sp.Expr], x: Sequence[sp.Expr]
-) -> sp.Expr:
+def bregman_divergence(h: Callable[..., sp.Expr], y: Sequence[sp.Expr], x: Sequence[sp.Expr]) -> sp.Expr:
     """The Bregman divergence :math:`D_h(y,x)=h(y)-h(x)-\\langle\\nabla h(x),y-x\\rangle` (Sec. 1 of the paper).
 
     Args:

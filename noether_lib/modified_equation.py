@@ -15,6 +15,7 @@ the paper's :math:`m=\\eta(1+\\beta)/2`, :math:`\\mu=1-\\beta`). Its :math:`m\\t
 :math:`\\mu\\dot q=-\\nabla f-kq`. In this time, the velocity of the iterates is
 :math:`\\dot q\\approx(q_{n+1}-q_n)/h=-v_{n+1}/(1-\\delta)` (:func:`velocity_from_momentum_buffer`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -94,8 +95,16 @@ def _times(times: np.ndarray) -> np.ndarray:
     return times
 
 
-def gradient_flow(gradient: Gradient, q0: np.ndarray, times: np.ndarray, *, momentum: float = 0.0,
-                  weight_decay: float = 0.0, rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
+def gradient_flow(
+    gradient: Gradient,
+    q0: np.ndarray,
+    times: np.ndarray,
+    *,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> np.ndarray:
     """Gradient flow :math:`\\mu\\dot q=-\\nabla f(q)-kq`, the :math:`m\\to0` limit of Eq. 3, solved at ``times``.
 
     With :math:`\\beta=0` this is :math:`\\dot q=-\\nabla f-kq`; with momentum, heavy ball to leading order only
@@ -117,9 +126,19 @@ def gradient_flow(gradient: Gradient, q0: np.ndarray, times: np.ndarray, *, mome
     return solution.y.T.reshape(len(times), *q0.shape)
 
 
-def modified_flow(gradient: Gradient, q0: np.ndarray, times: np.ndarray, *, lr: float, momentum: float = 0.0,
-                  dampening: float = 0.0, weight_decay: float = 0.0, initial_velocity: np.ndarray | None = None,
-                  rtol: float = RTOL, atol: float = ATOL) -> np.ndarray:
+def modified_flow(
+    gradient: Gradient,
+    q0: np.ndarray,
+    times: np.ndarray,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_velocity: np.ndarray | None = None,
+    rtol: float = RTOL,
+    atol: float = ATOL,
+) -> np.ndarray:
     """The modified equation (Eq. 3) :math:`m\\ddot q+\\mu\\dot q=-\\nabla f(q)-kq`, solved at ``times``.
 
     :math:`m` and :math:`\\mu` come from :func:`effective_mass` and :func:`damping`; time is measured in units of
@@ -204,8 +223,18 @@ def global_errors(
         lr = total_time / (int(n) * (1.0 - dampening))
         path = np.asarray(iterates(lr, int(n)), dtype=np.float64).reshape(int(n) + 1, *q0.shape)
         v0 = (path[1] - path[0]) / time_scale(lr, dampening) if initial_velocity == "first step" else None
-        modified_end = modified_flow(gradient, q0, span, lr=lr, momentum=momentum, dampening=dampening,
-                                     weight_decay=weight_decay, initial_velocity=v0, rtol=rtol, atol=atol)[-1]
+        modified_end = modified_flow(
+            gradient,
+            q0,
+            span,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            initial_velocity=v0,
+            rtol=rtol,
+            atol=atol,
+        )[-1]
         lrs.append(lr)
         flow_errors.append(np.linalg.norm(flow_end - path[-1]))
         modified_errors.append(np.linalg.norm(modified_end - path[-1]))

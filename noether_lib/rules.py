@@ -16,6 +16,7 @@ produce the same iterates.
   :math:`\\nabla h(q_{n+1})=\\nabla h(q_n)-\\eta\\nabla f(q_n)`, with the Bregman divergence
   :math:`D_h(y,x)=h(y)-h(x)-\\langle\\nabla h(x),y-x\\rangle`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -53,8 +54,9 @@ def _trajectory(q0: np.ndarray, steps: int) -> np.ndarray:
     return path
 
 
-def gradient_descent(gradient: Gradient, q0: np.ndarray, lr: float, steps: int, *,
-                     weight_decay: float = 0.0) -> np.ndarray:
+def gradient_descent(
+    gradient: Gradient, q0: np.ndarray, lr: float, steps: int, *, weight_decay: float = 0.0
+) -> np.ndarray:
     """Gradient descent :math:`q_{n+1}=q_n-\\eta(\\nabla f(q_n)+kq_n)` (Sec. 1 of the paper); returns all iterates."""
     check_hyperparameters(lr, weight_decay=weight_decay, steps=steps)
     path = _trajectory(q0, steps)
@@ -63,8 +65,16 @@ def gradient_descent(gradient: Gradient, q0: np.ndarray, lr: float, steps: int, 
     return path
 
 
-def heavy_ball(gradient: Gradient, q0: np.ndarray, lr: float, steps: int, *, momentum: float = 0.0,
-               dampening: float = 0.0, weight_decay: float = 0.0) -> np.ndarray:
+def heavy_ball(
+    gradient: Gradient,
+    q0: np.ndarray,
+    lr: float,
+    steps: int,
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+) -> np.ndarray:
     """Heavy-ball momentum in PyTorch's convention (``torch.optim.SGD`` without Nesterov); returns all iterates.
 
     :math:`d_n=\\nabla f(q_n)+kq_n`; :math:`v_1=d_0` and :math:`v_{n+1}=\\beta v_n+(1-\\delta)d_n` after that;
@@ -81,8 +91,9 @@ def heavy_ball(gradient: Gradient, q0: np.ndarray, lr: float, steps: int, *, mom
     return path
 
 
-def preconditioned_gradient_descent(gradient: Gradient, q0: np.ndarray, lr: float, steps: int,
-                                    metric: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def preconditioned_gradient_descent(
+    gradient: Gradient, q0: np.ndarray, lr: float, steps: int, metric: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """Steepest descent in the metric :math:`G(q)`: :math:`q_{n+1}=q_n-\\eta\\,G(q_n)^{-1}\\nabla f(q_n)`.
 
     With :math:`G=\\nabla^2h` this is the first-order form of mirror descent and, with the Fisher matrix, the natural
@@ -98,8 +109,14 @@ def preconditioned_gradient_descent(gradient: Gradient, q0: np.ndarray, lr: floa
     return path
 
 
-def mirror_descent(gradient: Gradient, q0: np.ndarray, lr: float, steps: int, mirror_map: Callable[[np.ndarray], np.ndarray],
-                   inverse_mirror_map: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def mirror_descent(
+    gradient: Gradient,
+    q0: np.ndarray,
+    lr: float,
+    steps: int,
+    mirror_map: Callable[[np.ndarray], np.ndarray],
+    inverse_mirror_map: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
     """Mirror descent :math:`\\nabla h(q_{n+1})=\\nabla h(q_n)-\\eta\\nabla f(q_n)` (Sec. 1, "Non-Euclidean geometry").
 
     This is the minimiser of :math:`\\langle\\nabla f(q_n),q'\\rangle+\\eta^{-1}D_h(q',q_n)` for a strictly convex
@@ -118,8 +135,12 @@ def flat_parameters(model: nn.Module) -> np.ndarray:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(torch.float64).numpy().copy()
 
 
-def network_gradient(model: nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                     inputs: torch.Tensor, targets: torch.Tensor) -> Gradient:
+def network_gradient(
+    model: nn.Module,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> Gradient:
     """The full-batch gradient field of a network's loss over its flattened parameters (for the integrators).
 
     Args:
@@ -148,8 +169,16 @@ def network_gradient(model: nn.Module, loss: Callable[[torch.Tensor, torch.Tenso
     return gradient
 
 
-def torch_sgd_trajectory(model: nn.Module, closure: Callable[[], torch.Tensor], lr: float, steps: int, *,
-                         momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0) -> np.ndarray:
+def torch_sgd_trajectory(
+    model: nn.Module,
+    closure: Callable[[], torch.Tensor],
+    lr: float,
+    steps: int,
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+) -> np.ndarray:
     """Train ``model`` in place with :class:`torch.optim.SGD` and return its flattened parameters after every step.
 
     Args:
@@ -163,8 +192,9 @@ def torch_sgd_trajectory(model: nn.Module, closure: Callable[[], torch.Tensor], 
         An array of shape ``(steps + 1, number_of_parameters)``: :math:`q_0,\\dots,q_n`, as :func:`heavy_ball` does.
     """
     check_hyperparameters(lr, momentum, dampening, weight_decay, steps)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, dampening=dampening,
-                                weight_decay=weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay
+    )
     path = np.empty((steps + 1, sum(p.numel() for p in model.parameters())))
     path[0] = flat_parameters(model)
     for n in range(steps):
@@ -175,8 +205,9 @@ def torch_sgd_trajectory(model: nn.Module, closure: Callable[[], torch.Tensor], 
     return path
 
 
-def largest_curvature(gradient: Gradient, points: np.ndarray, *, iterations: int = 50, step: float = 1e-5,
-                      seed: int = 0) -> float:
+def largest_curvature(
+    gradient: Gradient, points: np.ndarray, *, iterations: int = 50, step: float = 1e-5, seed: int = 0
+) -> float:
     """The largest Hessian eigenvalue (in absolute value) of the loss over ``points`` (a path, one point per row).
 
     Power iteration on Hessian-vector products taken by central differences of ``gradient``,
@@ -212,8 +243,12 @@ def gradient_of(loss: sp.Expr, variables: Sequence[sp.Symbol]) -> Gradient:
 
 
 def torch_sgd_iterates(
-    model: nn.Module, closure: Callable[[], torch.Tensor], *, momentum: float = 0.0, dampening: float = 0.0,
-    weight_decay: float = 0.0
+    model: nn.Module,
+    closure: Callable[[], torch.Tensor],
+    *,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
 ) -> Callable[[float, int], np.ndarray]:
     """``iterates(lr, n)`` for a sweep of learning rates (e.g. :func:`noether_lib.modified_equation.global_errors`):
     each call restores ``model``'s current weights and returns :func:`torch_sgd_trajectory` from them."""
@@ -221,7 +256,8 @@ def torch_sgd_iterates(
 
     def iterates(lr: float, steps: int) -> np.ndarray:
         model.load_state_dict(initial)
-        return torch_sgd_trajectory(model, closure, lr, steps, momentum=momentum, dampening=dampening,
-                                    weight_decay=weight_decay)
+        return torch_sgd_trajectory(
+            model, closure, lr, steps, momentum=momentum, dampening=dampening, weight_decay=weight_decay
+        )
 
     return iterates

@@ -1,4 +1,5 @@
 """Kinetic energies and their symmetry tests (Eqs. 5--7), checked against sympy and independent computations."""
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -39,8 +40,9 @@ def test_diagonal_metric_breaks_rotation_unless_isotropic():
     assert is_identically_zero(rate - m * (d2 - d1) * v[0] * v[1])
     assert rate.subs(d2, d1) == 0
     assert kinetic_symmetry_rate(DiagonalKinetic(m, [d1, d2]), TRANSLATION, q, t) == 0
-    assert is_identically_zero(kinetic_symmetry_rate(DiagonalKinetic(m, [d1, d2]), SCALE, q, t)
-                               - m * (d1 * v[0] ** 2 + d2 * v[1] ** 2))
+    assert is_identically_zero(
+        kinetic_symmetry_rate(DiagonalKinetic(m, [d1, d2]), SCALE, q, t) - m * (d1 * v[0] ** 2 + d2 * v[1] ** 2)
+    )
 
 
 def test_metric_kinetic_matches_diagonal_and_position_dependent_metric_breaks_translation():

@@ -123,8 +123,9 @@ def test_bregman_euler_lagrange_against_wibisono_general_equation():
     qd = sp.diff(q, tp)
     x = sp.Symbol("x")
     h2 = sp.diff(h(x), x, 2).subs(x, q + sp.exp(-alpha) * qd)
-    reference = h2 * (sp.diff(q, tp, 2) + (sp.exp(alpha) - sp.diff(alpha, tp)) * qd) + sp.exp(2 * alpha + beta_t) * sp.diff(
-        f(q), q)
+    reference = h2 * (sp.diff(q, tp, 2) + (sp.exp(alpha) - sp.diff(alpha, tp)) * qd) + sp.exp(
+        2 * alpha + beta_t
+    ) * sp.diff(f(q), q)
     factor = mechanics.proportionality_factor([el], [reference], [q], tp)
     assert not factor.has(q)
 
@@ -141,11 +142,13 @@ def test_table1_nesterov_row():
 def test_table1_damped_motion_and_momentum_rows():
     q = sp.Function("q")(t)
     el = mechanics.euler_lagrange(
-        mechanics.bregman_lagrangian([q], t, mechanics.damped_motion_parameters(m, mu, t), euclidean, f(q)), [q], t)
+        mechanics.bregman_lagrangian([q], t, mechanics.damped_motion_parameters(m, mu, t), euclidean, f(q)), [q], t
+    )
     reference = [mechanics.damped_equation_of_motion(q, t, m, mu, f(q))]
     assert sp.simplify(mechanics.proportionality_factor(el, reference, [q], t) - sp.exp(mu * t / m)) == 0
     el = mechanics.euler_lagrange(
-        mechanics.bregman_lagrangian([q], t, mechanics.momentum_parameters(eta, beta, t), euclidean, f(q)), [q], t)
+        mechanics.bregman_lagrangian([q], t, mechanics.momentum_parameters(eta, beta, t), euclidean, f(q)), [q], t
+    )
     reference = mechanics.modified_equation_of_motion([q], t, eta, beta, 0, f(q))
     mechanics.proportionality_factor(el, reference, [q], t)
 
@@ -161,8 +164,9 @@ def test_table1_natural_gradient_row_general_h():
 
 def test_table1_natural_gradient_row_entropy_in_two_dimensions():
     q1, q2 = sp.Function("q1")(t), sp.Function("q2")(t)
-    lagrangian = mechanics.bregman_lagrangian([q1, q2], t, mechanics.damped_motion_parameters(m, mu, t), entropy,
-                                              f(q1, q2))
+    lagrangian = mechanics.bregman_lagrangian(
+        [q1, q2], t, mechanics.damped_motion_parameters(m, mu, t), entropy, f(q1, q2)
+    )
     el = mechanics.euler_lagrange(lagrangian, [q1, q2], t)
     limits = [mechanics.massless_limit(e * sp.exp(-mu * t / m), m) for e in el]
     reference = mechanics.natural_gradient_flow_equation([q1, q2], t, entropy, f(q1, q2), mu)
@@ -180,8 +184,9 @@ def test_eq4_gives_eq3_exactly():
     assert sp.simplify(factor - sp.exp(2 * (1 - beta) * t / (eta * (1 + beta)))) == 0
     # Eq. 4 is the Bregman Lagrangian of Table 1's GD + momentum row with the weight-decay spring in the potential
     spring = k / 2 * (q1**2 + q2**2)
-    bregman = mechanics.bregman_lagrangian([q1, q2], t, mechanics.momentum_parameters(eta, beta, t), euclidean,
-                                           f(q1, q2) + spring)
+    bregman = mechanics.bregman_lagrangian(
+        [q1, q2], t, mechanics.momentum_parameters(eta, beta, t), euclidean, f(q1, q2) + spring
+    )
     assert mechanics.is_identically_zero(bregman - lagrangian)
 
 
@@ -212,7 +217,8 @@ def test_heavy_ball_modified_equation_is_eq3_with_the_dampened_time_scale():
     reference = mechanics.damped_equation_of_motion(q, t, eta * (1 - delta) * (1 + beta) / 2, 1 - beta, potential)
     assert mechanics.is_identically_zero(derived - reference)
     assert mechanics.is_identically_zero(
-        derived - mechanics.damped_equation_of_motion(q, t, effective_mass(eta, beta, delta), damping(beta), potential))
+        derived - mechanics.damped_equation_of_motion(q, t, effective_mass(eta, beta, delta), damping(beta), potential)
+    )
     first = mechanics.heavy_ball_modified_equation(q, t, eta, beta, 0, potential, order=1)
     assert mechanics.is_identically_zero(first - ((1 - beta) * sp.diff(q, t) + sp.diff(potential, q)))
     # the next order: + eta^2 (1 - beta) q''' / 6 (independent Taylor coefficient)
@@ -243,8 +249,9 @@ def test_first_conjugate_time_is_the_zero_of_the_jacobi_solution():
 def test_action_stationarity_tells_a_solution_from_a_wrong_path():
     t, m, mu = sp.Symbol("t"), sp.Symbol("m"), sp.Symbol("mu")
     q = sp.Function("q")(t)
-    lagrangian = mechanics.numeric_lagrangian(mechanics.kanai_lagrangian(q, t, m, mu, 2 * q**2), q, t,
-                                              {m: 1.0, mu: 0.3})
+    lagrangian = mechanics.numeric_lagrangian(
+        mechanics.kanai_lagrangian(q, t, m, mu, 2 * q**2), q, t, {m: 1.0, mu: 0.3}
+    )
     times = np.linspace(0.0, 1.0, 4001)
     bumps = [np.sin(j * np.pi * times) * np.sin(np.pi * times) for j in (1, 2, 3)]
     solution = mechanics.solve_damped_motion(lambda x: -4.0 * x, 1.0, 0.3, 1.0, 0.0, times)

@@ -35,16 +35,19 @@ def test_constants_accept_sympy_symbols_exactly():
     assert me.time_scale(eta) == eta
 
 
-@pytest.mark.parametrize("call", [
-    lambda: me.effective_mass(0.0, 0.5),
-    lambda: me.effective_mass(0.1, 1.0),
-    lambda: me.damping(-0.1),
-    lambda: me.damping(0.5, 1.0),
-    lambda: me.time_scale(-1.0),
-    lambda: me.velocity_from_momentum_buffer(np.ones(2), 1.0),
-    lambda: me.matched_initial_velocity(np.ones(2), 1.2),
-    lambda: me.step_times(-1, 0.1),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: me.effective_mass(0.0, 0.5),
+        lambda: me.effective_mass(0.1, 1.0),
+        lambda: me.damping(-0.1),
+        lambda: me.damping(0.5, 1.0),
+        lambda: me.time_scale(-1.0),
+        lambda: me.velocity_from_momentum_buffer(np.ones(2), 1.0),
+        lambda: me.matched_initial_velocity(np.ones(2), 1.2),
+        lambda: me.step_times(-1, 0.1),
+    ],
+)
 def test_bad_hyperparameters_are_rejected(call):
     with pytest.raises(ValueError):
         call()
@@ -84,8 +87,16 @@ def test_modified_flow_closed_form():
     m, mu = me.effective_mass(lr, momentum, dampening), me.damping(momentum, dampening)
     v0 = np.array([0.3, 0.7])
     times = np.linspace(0.0, 2.0, 5)
-    flow = me.modified_flow(quadratic_gradient, Q0, times, lr=lr, momentum=momentum, dampening=dampening,
-                            weight_decay=k, initial_velocity=v0)
+    flow = me.modified_flow(
+        quadratic_gradient,
+        Q0,
+        times,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=k,
+        initial_velocity=v0,
+    )
     system = np.block([[np.zeros((2, 2)), np.eye(2)], [-(H + k * np.eye(2)) / m, -mu / m * np.eye(2)]])
     expected = np.array([(expm(system * s) @ np.concatenate([Q0, v0]))[:2] for s in times])
     np.testing.assert_allclose(flow, expected, rtol=1e-9, atol=1e-12)
@@ -108,8 +119,15 @@ def test_matched_initial_velocity_reproduces_the_start_up_shift(momentum, dampen
         (1 + dampening) / (1 + momentum) * (path[1] - path[0]) / me.time_scale(lr, dampening),
     )
     if momentum > 0:  # the first step's velocity lands O(lr) away from the line
-        naive = me.modified_flow(lambda q: force, Q0, times, lr=lr, momentum=momentum, dampening=dampening,
-                                 initial_velocity=(path[1] - path[0]) / me.time_scale(lr, dampening))
+        naive = me.modified_flow(
+            lambda q: force,
+            Q0,
+            times,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            initial_velocity=(path[1] - path[0]) / me.time_scale(lr, dampening),
+        )
         assert np.abs(naive[-1] - path[-1]).max() > 0.1 * me.time_scale(lr, dampening) * np.abs(force).max()
 
 
@@ -120,8 +138,16 @@ def _global_errors(lr: float, momentum: float, dampening: float, k: float, naive
     times = me.step_times(steps, lr, dampening)[[0, -1]]
     flow = me.gradient_flow(quadratic_gradient, Q0, times, momentum=momentum, weight_decay=k)[-1]
     v0 = (path[1] - path[0]) / me.time_scale(lr, dampening) if naive else None
-    modified = me.modified_flow(quadratic_gradient, Q0, times, lr=lr, momentum=momentum, dampening=dampening,
-                                weight_decay=k, initial_velocity=v0)[-1]
+    modified = me.modified_flow(
+        quadratic_gradient,
+        Q0,
+        times,
+        lr=lr,
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=k,
+        initial_velocity=v0,
+    )[-1]
     return float(np.linalg.norm(flow - path[-1])), float(np.linalg.norm(modified - path[-1]))
 
 
@@ -163,8 +189,9 @@ def test_global_errors_and_fitted_order():
     assert errors.modified_equation[0] == pytest.approx(direct[1], rel=1e-6)
     assert me.fitted_order(errors.lrs, errors.gradient_flow) == pytest.approx(1.0, abs=0.05)
     assert me.fitted_order(errors.lrs, errors.modified_equation) == pytest.approx(2.0, abs=0.1)
-    naive = me.global_errors(iterates, quadratic_gradient, Q0, [100, 200], 1.0, initial_velocity="first step",
-                             **settings)
+    naive = me.global_errors(
+        iterates, quadratic_gradient, Q0, [100, 200], 1.0, initial_velocity="first step", **settings
+    )
     assert me.fitted_order(naive.lrs, naive.modified_equation) == pytest.approx(1.0, abs=0.1)
 
 

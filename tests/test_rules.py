@@ -84,8 +84,9 @@ def _torch_sgd_path(dtype: torch.dtype, steps: int = 50) -> np.ndarray:
     """The chapter-1 comparison: torch.optim.SGD (momentum, dampening, weight decay) on the nonlinear loss."""
     point = nn.Module()
     point.q = nn.Parameter(torch.tensor(Q0, dtype=dtype))
-    path = rules.torch_sgd_trajectory(point, lambda: nonlinear_loss(point.q), 0.02, steps, momentum=0.9,
-                                      dampening=0.3, weight_decay=0.01)
+    path = rules.torch_sgd_trajectory(
+        point, lambda: nonlinear_loss(point.q), 0.02, steps, momentum=0.9, dampening=0.3, weight_decay=0.01
+    )
     return np.asarray(path, dtype=np.float64)
 
 

@@ -10,7 +10,8 @@
 * :mod:`~noether_lib.experiments.records`: the files a run leaves, and their provenance.
 * :mod:`~noether_lib.experiments.distributed`: data-parallel runs under ``torchrun``.
 * :mod:`~noether_lib.experiments.statistics`: differences over seeds, Welch intervals, equivalence, contrasts.
-* :mod:`~noether_lib.experiments.report`: replicate groups, summary tables and figures from saved results.
+* :mod:`~noether_lib.experiments.report`: replicate groups, summary tables and comparisons from saved results.
+* :mod:`~noether_lib.experiments.figures`: their figures (seaborn).
 * :mod:`~noether_lib.experiments.cli`: ``python -m noether_lib.experiments run|sweep|report|show``.
 """
 

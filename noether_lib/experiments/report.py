@@ -9,14 +9,14 @@
 * :func:`compare` and :func:`constraint_gaps` estimate differences between conditions with Welch t intervals
   (:mod:`noether_lib.experiments.statistics`); :func:`interaction` the difference of two free-minus-constrained
   gaps (the paper's claim 20 is such an interaction).
-* :func:`plot_sweep` draws per-seed outcomes and intervals with seaborn; :func:`plot_loss_curves` the training loss.
+* :mod:`~noether_lib.experiments.figures` draws them: per-seed outcomes and intervals with seaborn, the claims.
 * :func:`write_report` does all of it for ``python -m noether_lib.experiments report OUT``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from noether_lib.experiments.presets import PRESETS
-from noether_lib.experiments.records import METRICS, RESULT
+from noether_lib.experiments.records import RESULT
 from noether_lib.experiments.statistics import Difference, accuracy_sampling_variance, contrast
 
 __all__ = [
@@ -39,11 +39,7 @@ __all__ = [
     "constraint_gaps",
     "interaction",
     "ablation_claims",
-    "plot_claims",
     "filter_norm_growth",
-    "loss_curves",
-    "plot_sweep",
-    "plot_loss_curves",
     "write_report",
 ]
 
@@ -295,27 +291,6 @@ def ablation_claims(runs: pd.DataFrame, margin: float, confidence: float = 0.95)
     return pd.DataFrame(rows)
 
 
-def plot_claims(claims: pd.DataFrame, axes: Sequence[Any]) -> None:
-    """Each claim's estimate with its interval (:func:`ablation_claims`), accuracy and loss on their own axes."""
-    from noether_lib.plotting import PALETTE
-
-    for ax, metric, unit in zip(axes, METRICS_OF_RUNS, ("accuracy points", "test loss")):
-        part = claims[claims["metric"] == metric].reset_index(drop=True)
-        scale = 100.0 if metric == "final_test_accuracy" else 1.0
-        y = np.arange(len(part))[::-1]
-        ax.errorbar(
-            part["estimate"] * scale,
-            y,
-            xerr=[(part["estimate"] - part["low"]) * scale, (part["high"] - part["estimate"]) * scale],
-            fmt="o",
-            color=PALETTE[0],
-            capsize=3,
-        )
-        ax.axvline(0.0, color="0.5", lw=0.8)
-        ax.set_yticks(y, [f"claim {c}: {d}" for c, d in zip(part["claim"], part["design"])], fontsize=6)
-        ax.set_xlabel(f"better with free norms or weight decay ({unit})")
-
-
 def filter_norm_growth(runs: pd.DataFrame) -> float:
     """Mean over ``runs`` and their scale-invariant filters of :math:`r^2(\text{end})/r^2(0)`, from the recorded
     charges (the squared filter norms)."""
@@ -332,100 +307,12 @@ def filter_norm_growth(runs: pd.DataFrame) -> float:
     return float(np.mean(ratios))
 
 
-def loss_curves(runs: pd.DataFrame, every: int = 1) -> pd.DataFrame:
-    """The training-loss curves of ``runs`` in one long table (``run_dir, step, loss`` plus the run's fields)."""
-    frames = []
-    for _, run in runs.iterrows():
-        metrics = pd.read_csv(Path(run["run_dir"]) / METRICS)
-        metrics = metrics[metrics["step"] % every == 0]
-        frames.append(
-            metrics.assign(
-                **{
-                    k: run[k]
-                    for k in (
-                        "run_dir",
-                        "seed",
-                        "constrain_filter_norms",
-                        "init_scale",
-                        "lr",
-                        "momentum",
-                        "weight_decay",
-                    )
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def _conditions(sweep: str) -> Mapping[bool, str]:
-    return {False: "free norms"} if sweep == "init-scale" else {False: "free norms", True: "constrained"}
-
-
-def plot_sweep(runs: pd.DataFrame, sweep: str, axes: Sequence[Any]) -> None:
-    """Draw ``sweep`` on two axes with seaborn: the final test loss and the final test accuracy against the
-    swept value, every seed as a point and each condition's mean with its 95 % bootstrap interval."""
-    import seaborn as sns
-
-    from noether_lib.plotting import PALETTE
-
-    field = SWEPT[sweep]
-    names = _conditions(sweep)
-    part = replicates(runs[runs["sweep"] == sweep]).assign(
-        condition=lambda d: d["constrain_filter_norms"].map(names),
-        final_test_accuracy=lambda d: d["final_test_accuracy"].fillna(0.0),
-        value=lambda d: d[field].map(lambda v: f"{v:g}"),
-    )
-    order = [f"{v:g}" for v in sorted(part[field].unique())]
-    palette = dict(zip(names.values(), PALETTE))
-    for ax, metric, label in zip(axes, METRICS_OF_RUNS, ("final test loss", "final test accuracy")):
-        common = {
-            "data": part,
-            "x": "value",
-            "y": metric,
-            "hue": "condition",
-            "order": order,
-            "hue_order": list(names.values()),
-            "palette": palette,
-            "ax": ax,
-        }
-        sns.stripplot(**common, dodge=True, alpha=0.5, size=4, jitter=0.12, legend=False, zorder=1)
-        sns.pointplot(
-            **common, dodge=0.4, errorbar=("ci", 95), seed=0, linestyle="none", markers="D", markersize=4, capsize=0.1
-        )
-        ax.set_xlabel(field.replace("_", " ") + (" (lr/(1-momentum) fixed)" if sweep == "effective-step" else ""))
-        ax.set_ylabel(label)
-        ax.legend(fontsize=6, title=None)
-    axes[0].set_yscale("log")
-
-
-def plot_loss_curves(runs: pd.DataFrame, sweep: str, ax: Any, *, smooth: int = 1) -> None:
-    """The training loss of ``sweep``: mean over seeds, shaded between the lowest and highest seed."""
-    from noether_lib.plotting import PALETTE
-
-    field = SWEPT[sweep]
-    part = runs[runs["sweep"] == sweep]
-    values = sorted(part[field].unique())
-    curves = loss_curves(part)
-    styles = ["-", "--", ":", "-."]
-    for c, (constrained, _) in enumerate(_conditions(sweep).items()):
-        for s, value in enumerate(values):
-            at = curves[(curves["constrain_filter_norms"] == constrained) & (curves[field] == value)]
-            wide = at.pivot_table(index="step", columns="seed", values="loss").rolling(smooth, min_periods=1).mean()
-            ax.plot(wide.index, wide.mean(axis=1), styles[s % len(styles)], color=PALETTE[c])
-            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=PALETTE[c], alpha=0.15)
-    for s, value in enumerate(values):  # the colours are the conditions; the styles mark the values
-        ax.plot([], [], styles[s % len(styles)], color="0.4", label=f"{field.replace('_', ' ')} {value:g}")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize=6, loc="lower left")
-
-
 def write_report(out_dir: str | Path, report_dir: str | Path | None = None) -> Path:
     """Write ``runs.csv``, ``summary.csv``, ``gaps-<sweep>.csv`` and a figure per sweep (PDF, SVG, PNG) to
     ``report_dir`` (default ``<out_dir>/report``); returns that folder."""
     import matplotlib.pyplot as plt
 
+    from noether_lib.experiments.figures import plot_loss_curves, plot_sweep
     from noether_lib.plotting import export_figure, new_figure, use_book_style
 
     runs = collect(out_dir)
@@ -450,3 +337,12 @@ def write_report(out_dir: str | Path, report_dir: str | Path | None = None) -> P
         export_figure(fig, f"fig-report-{sweep}", target)
         plt.close(fig)
     return target
+
+
+def __getattr__(name: str) -> object:
+    """The figures, which live in :mod:`noether_lib.experiments.figures`, under their former address here."""
+    if name in ("plot_sweep", "plot_claims", "plot_loss_curves", "loss_curves"):
+        from noether_lib.experiments import figures
+
+        return getattr(figures, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

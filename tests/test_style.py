@@ -280,7 +280,6 @@ def test_prose_has_no_tag_and_no_unglued_numbers(path: Path):
 #: the check runs on every other page now. A page that no longer needs its entry passes as an unexpected success.
 PENDING_TYPED_SETTINGS: set[str] = {
     "book/ch2/symmetry.ipynb",
-    "book/ch4/norm_dynamics.ipynb",
     "book/ch6/adam.ipynb",
     "book/ch6/epsilon.ipynb",
     "book/ch6/exponential_lr.ipynb",

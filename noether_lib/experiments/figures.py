@@ -22,7 +22,7 @@ def plot_claims(claims: pd.DataFrame, axes: Sequence[Any]) -> None:
     """Each claim's estimate with its interval (:func:`~noether_lib.experiments.report.ablation_claims`), accuracy and loss on their own axes."""
     from noether_lib.plotting import PALETTE
 
-    for ax, metric, unit in zip(axes, METRICS_OF_RUNS, ("accuracy points", "test loss")):
+    for ax, metric, unit in zip(axes, METRICS_OF_RUNS, ("test loss", "accuracy points")):
         part = claims[claims["metric"] == metric].reset_index(drop=True)
         scale = 100.0 if metric == "final_test_accuracy" else 1.0
         y = np.arange(len(part))[::-1]

@@ -17,8 +17,11 @@ __all__ = ["assert_discriminates", "assert_within", "glue_number"]
 def glue_number(name: str, value: Any) -> Any:
     """Glue ``value`` under ``name`` for ``{glue:text}`` in the page (without displaying it); returns ``value``.
 
-    Outside a Jupyter kernel (tests, scripts) nothing is glued and the value is returned unchanged.
+    Outside a Jupyter kernel (tests, scripts) nothing is glued and the value is returned unchanged. A numpy scalar
+    is glued as the Python number it holds, so that ``{glue:text}`name:.3g``` can format it.
     """
+    if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
+        value = value.item()
     try:
         from IPython import get_ipython
     except ImportError:  # pragma: no cover - IPython comes with every notebook environment

@@ -1,4 +1,5 @@
 """Root pytest configuration: fail early, with the command to run, when the environment is not the book's."""
+
 from __future__ import annotations
 
 import sys
@@ -21,7 +22,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"missing packages: {', '.join(missing)}. {_HOW}")
 
 
-def pytest_ignore_collect(collection_path, config):  # noqa: ANN001, ANN201
+def pytest_ignore_collect(collection_path, config):
     """Never collect build output or checkpoints, whatever the command line says."""
     parts = set(collection_path.parts)
     if parts & {"_build", ".venv", ".ipynb_checkpoints"}:

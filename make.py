@@ -11,6 +11,7 @@ Everything is installed into a project-local virtual environment (``.venv``) fro
 ``pyproject.toml`` with the versions pinned in ``requirements/constraints.txt``.
 Re-running a command re-installs only when one of those two files changed.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -43,6 +43,7 @@ Apart:
 
 Importing :mod:`noether_lib` has no side effects: nothing is seeded, downloaded or restyled until asked.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"

@@ -6,6 +6,7 @@ checks both sides at once, prints both numbers and, inside a notebook, glues the
 replaces the assertion, the print and the ``glue`` lines. :func:`assert_within` is the one-sided form for
 identities asserted at round-off, and :func:`glue_number` glues a number that is reported, not asserted.
 """
+
 from __future__ import annotations
 
 import math

@@ -12,6 +12,7 @@ cannot call this module, because on Colab the module is not there yet: its text 
 The cell installs with ``subprocess`` rather than ``%pip`` so that no notebook contains a line that installs
 packages unconditionally.
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,14 +32,14 @@ BRANCH = "main"
 SETUP_TAGS: tuple[str, ...] = ("remove-cell",)
 
 #: The source of the set-up cell, the same in every notebook.
-SETUP_SOURCE = f'''\
+SETUP_SOURCE = f"""\
 # Google Colab only: install the book's library from its repository (this cell does nothing elsewhere).
 import subprocess
 import sys
 
 if "google.colab" in sys.modules:
     for packages in (["myst-nb"], ["--no-deps", "git+{REPOSITORY}@{BRANCH}"]):
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *packages], check=True)'''
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *packages], check=True)"""
 
 
 def has_setup_cell(notebook: Mapping[str, Any]) -> bool:
@@ -63,7 +64,8 @@ def add_setup_cell(path: Path | str) -> bool:
     if has_setup_cell(notebook):
         return False
     notebook.cells = [
-        c for c in notebook.cells
+        c
+        for c in notebook.cells
         if not (c.cell_type == "code" and "google.colab" in c.source and "remove-cell" in c.metadata.get("tags", []))
     ]
     position = next((i for i, c in enumerate(notebook.cells) if c.cell_type == "code"), len(notebook.cells))

@@ -6,6 +6,7 @@
   CPU-sized configuration used by the book's live experiments.
 * :func:`resnet18` -- a ResNet-18 (basic blocks, batch norm, bias-free convolutions) for small images.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -5,6 +5,7 @@ Each figure is exported under its book label as PDF, SVG and PNG, with the numbe
 and re-plot it without re-running the notebook. Nothing here runs at import time: call :func:`use_book_style`
 before plotting.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,11 +24,28 @@ from matplotlib.collections import PathCollection, PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 from matplotlib.figure import Figure
 
-__all__ = ["PALETTE", "DATA_COLUMNS", "use_book_style", "new_figure", "EXPORT_ROOT", "export_root", "figure_dir", "figure_data", "export_figure"]
+__all__ = [
+    "PALETTE",
+    "DATA_COLUMNS",
+    "use_book_style",
+    "new_figure",
+    "EXPORT_ROOT",
+    "export_root",
+    "figure_dir",
+    "figure_data",
+    "export_figure",
+]
 
 #: A colour-blind-safe palette (Okabe--Ito); every figure draws its colours from it in order.
 PALETTE: tuple[str, ...] = (
-    "#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000",
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#F0E442",
+    "#000000",
 )
 
 _WIDTHS = {"single": 3.4, "wide": 5.6, "double": 7.0}
@@ -66,7 +84,12 @@ def use_book_style() -> None:
 
 
 def new_figure(
-    ncols: int = 1, nrows: int = 1, *, width: Literal["single", "wide", "double"] = "wide", aspect: float = 0.62, **kwargs
+    ncols: int = 1,
+    nrows: int = 1,
+    *,
+    width: Literal["single", "wide", "double"] = "wide",
+    aspect: float = 0.62,
+    **kwargs,
 ) -> tuple[Figure, object]:
     """Create a figure with the book's sizes; returns ``(figure, axes)`` like :func:`matplotlib.pyplot.subplots`."""
     if width not in _WIDTHS:
@@ -153,8 +176,11 @@ def _axis_rows(index: int, ax: Axes) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(collection, PathCollection) and collection.get_offset_transform().contains_branch(ax.transData):
             kind, points = "scatter", np.asarray(collection.get_offsets(), dtype=float)
-        elif (isinstance(collection, PolyCollection) and collection.get_paths()
-              and collection.get_transform().contains_branch(ax.transData)):
+        elif (
+            isinstance(collection, PolyCollection)
+            and collection.get_paths()
+            and collection.get_transform().contains_branch(ax.transData)
+        ):
             kind, points = "area", np.concatenate([path.vertices for path in collection.get_paths()])
         else:
             continue
@@ -168,8 +194,11 @@ def _axis_rows(index: int, ax: Axes) -> Iterator[dict[str, Any]]:
         left, right, bottom, top = image.get_extent()
         rows, cols = values.shape
         xs = left + (np.arange(cols) + 0.5) * (right - left) / cols
-        ys = top + (np.arange(rows) + 0.5) * (bottom - top) / rows if image.origin == "upper" else (
-            bottom + (np.arange(rows) + 0.5) * (top - bottom) / rows)
+        ys = (
+            top + (np.arange(rows) + 0.5) * (bottom - top) / rows
+            if image.origin == "upper"
+            else (bottom + (np.arange(rows) + 0.5) * (top - bottom) / rows)
+        )
         series = _name(image.get_label(), "image", counter)
         for r in range(rows):
             for c in range(cols):
@@ -188,8 +217,13 @@ def figure_data(fig: Figure) -> list[dict[str, Any]]:
 
 def _axes_description(fig: Figure) -> list[dict[str, Any]]:
     return [
-        {"axis": i, "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(), "xscale": ax.get_xscale(),
-         "yscale": ax.get_yscale()}
+        {
+            "axis": i,
+            "xlabel": ax.get_xlabel(),
+            "ylabel": ax.get_ylabel(),
+            "xscale": ax.get_xscale(),
+            "yscale": ax.get_yscale(),
+        }
         for i, ax in enumerate(fig.axes)
     ]
 

@@ -3,6 +3,7 @@
 Notebooks and tests import these names; a comparison that fails says which tolerance it broke. The assertion
 helpers live in :mod:`noether_lib.checks` (``assert_within`` is re-exported here for old imports).
 """
+
 from __future__ import annotations
 
 from noether_lib.checks import assert_within

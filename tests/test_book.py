@@ -1,5 +1,6 @@
 """The book's own guarantees: every notebook is in the TOC and under test, none stores outputs,
 the two dependency lists agree, the pins hold, and the built HTML needs no network."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -57,9 +58,22 @@ def test_every_toc_entry_exists():
 
 def test_every_notebook_is_collected_by_nbval():
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "--nbval-lax", "--nbval-current-env", "-p", "no:xdist",
-         "book"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "--nbval-lax",
+            "--nbval-current-env",
+            "-p",
+            "no:xdist",
+            "book",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     collected = {line.split("::")[0] for line in result.stdout.splitlines() if "::" in line}
@@ -102,7 +116,9 @@ def test_environment_yml_agrees_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     declared = {_requirement_name(s): s.replace(" ", "") for s in project["dependencies"]}
     declared |= {_requirement_name(s): s.replace(" ", "") for s in project["optional-dependencies"]["book"]}
-    assert "-crequirements/constraints.txt" in [s.replace(" ", "") for s in _pip_list()], "environment.yml must use the pins"
+    assert "-crequirements/constraints.txt" in [s.replace(" ", "") for s in _pip_list()], (
+        "environment.yml must use the pins"
+    )
     listed = {_requirement_name(s): s.replace(" ", "") for s in _pip_list() if not s.startswith("-")}
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert listed == declared, f"environment.yml and pyproject.toml differ: {set(listed) ^ set(declared)} or pins"
@@ -189,7 +205,9 @@ def html_without_execution(tmp_path_factory) -> Path:
     jb = Path(sys.executable).with_name("jupyter-book")
     result = subprocess.run(
         [str(jb), "build", str(ROOT), "--config", str(cfg), "--path-output", str(out)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "_build" / "html"

@@ -24,6 +24,7 @@ uncaught exception, requests to other hosts) and on a copy of the real build wit
 removed and one of its images deleted. ``/favicon.ico``, which the browser itself asks for, is not a page
 request and may be missing.
 """
+
 from __future__ import annotations
 
 import base64
@@ -35,13 +36,14 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from html.parser import HTMLParser
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import distribution
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
@@ -75,7 +77,7 @@ def built_html() -> Path:
 
 # --------------------------------------------------------------------------------------------------- serving
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 
@@ -102,12 +104,24 @@ class Chromium:
     """Headless Chromium on a private profile, spoken to over one DevTools websocket (flattened sessions)."""
 
     FLAGS = (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-        "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-extensions",
+        "--disable-default-apps",
         "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--hide-scrollbars", "--mute-audio", "--window-size=1280,900", "--force-device-scale-factor=1",
+        "--hide-scrollbars",
+        "--mute-audio",
+        "--window-size=1280,900",
+        "--force-device-scale-factor=1",
         "--remote-debugging-port=0",
     )
 
@@ -117,7 +131,8 @@ class Chromium:
         self._profile = tempfile.mkdtemp(prefix="noether-chromium-")
         self.process = subprocess.Popen(
             [executable, *self.FLAGS, f"--user-data-dir={self._profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = Path(self._profile) / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -137,7 +152,7 @@ class Chromium:
         if getattr(self, "_ws", None) is not None:
             try:
                 self.send("Browser.close", timeout=5)
-            except Exception:  # noqa: BLE001 - the browser may already be gone
+            except Exception:
                 pass
             self._ws.close()
             self._ws = None
@@ -181,11 +196,17 @@ class Chromium:
             self._post("Fetch.continueRequest", {"requestId": params["requestId"]}, session)
         else:
             self.blocked.append(url)
-            self._post("Fetch.failRequest", {"requestId": params["requestId"], "errorReason": "BlockedByClient"},
-                       session)
+            self._post(
+                "Fetch.failRequest", {"requestId": params["requestId"], "errorReason": "BlockedByClient"}, session
+            )
 
-    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
-             timeout: float = PAGE_TIMEOUT_S) -> dict[str, Any]:
+    def send(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float = PAGE_TIMEOUT_S,
+    ) -> dict[str, Any]:
         wanted = self._post(method, params, session)
         deadline = time.monotonic() + timeout
         while True:
@@ -271,21 +292,22 @@ def link_problems(root: Path, base: str, links: list[str], cache: dict[Path, _An
         if not link.startswith(base):
             continue
         parts = urlsplit(link)
-        relative = unquote(parts.path[len(urlsplit(base).path):])
+        relative = unquote(parts.path[len(urlsplit(base).path) :])
         target = root / relative
         if relative == "" or relative.endswith("/"):
             target = target / "index.html"
         if not target.is_file():
-            problems.append(f"broken link: {link[len(base):]} (no such file)")
+            problems.append(f"broken link: {link[len(base) :]} (no such file)")
         elif parts.fragment and target.suffix == ".html":
             if unquote(parts.fragment) not in _parse(target, cache).anchors:
-                problems.append(f"broken link: {link[len(base):]} (no anchor #{unquote(parts.fragment)})")
+                problems.append(f"broken link: {link[len(base) :]} (no anchor #{unquote(parts.fragment)})")
     return problems
 
 
 def pages_of(root: Path) -> list[str]:
     return sorted(
-        str(p.relative_to(root).as_posix()) for p in root.rglob("*.html")
+        str(p.relative_to(root).as_posix())
+        for p in root.rglob("*.html")
         if not SKIP_DIRS & set(p.relative_to(root).parts)
     )
 
@@ -314,8 +336,9 @@ def _console_problems(events: list[dict[str, Any]], session: str) -> list[str]:
     return problems
 
 
-def check_page(browser: Chromium, root: Path, base: str, page: str, screenshots: Path | None,
-               cache: dict[Path, _Anchors]) -> list[str]:
+def check_page(
+    browser: Chromium, root: Path, base: str, page: str, screenshots: Path | None, cache: dict[Path, _Anchors]
+) -> list[str]:
     """Open one page and return what is wrong with it (an empty list when nothing is)."""
     refresh = _parse(root / page, cache).refresh
     if refresh is not None:  # a redirect page: only its target must exist
@@ -328,21 +351,31 @@ def check_page(browser: Chromium, root: Path, base: str, page: str, screenshots:
         for domain in ("Page", "Runtime", "Log", "Network"):
             browser.send(f"{domain}.enable", session=session)
         browser.send("Fetch.enable", {"patterns": [{"urlPattern": "*"}]}, session)
-        browser.send("Emulation.setDeviceMetricsOverride",
-                     {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}, session)
+        browser.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False},
+            session,
+        )
         browser.send("Page.navigate", {"url": base + page}, session)
         browser.wait_for("Page.loadEventFired", session)
-        found = browser.send("Runtime.evaluate", {"expression": _INSPECT, "awaitPromise": True,
-                                                  "returnByValue": True}, session)
+        found = browser.send(
+            "Runtime.evaluate", {"expression": _INSPECT, "awaitPromise": True, "returnByValue": True}, session
+        )
         if "exceptionDetails" in found:
             return [f"the page inspection failed: {found['exceptionDetails'].get('text')}"]
         report = found["result"]["value"]
         size = browser.send("Page.getLayoutMetrics", session=session)["cssContentSize"]
         if screenshots is not None and size["height"] >= 1:
-            clip = {"x": 0, "y": 0, "width": min(size["width"], 1280),
-                    "height": min(size["height"], MAX_SCREENSHOT_HEIGHT), "scale": SCREENSHOT_SCALE}
-            shot = browser.send("Page.captureScreenshot",
-                                {"format": "png", "clip": clip, "captureBeyondViewport": True}, session)
+            clip = {
+                "x": 0,
+                "y": 0,
+                "width": min(size["width"], 1280),
+                "height": min(size["height"], MAX_SCREENSHOT_HEIGHT),
+                "scale": SCREENSHOT_SCALE,
+            }
+            shot = browser.send(
+                "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}, session
+            )
             out = screenshots / (page.removesuffix(".html").replace("/", "__") + ".png")
             out.write_bytes(base64.b64decode(shot["data"]))
         problems = [f"maths not typeset: {t!r}" for t in report["untypeset"]]
@@ -361,8 +394,10 @@ def check_site(root: Path, pages: list[str] | None = None, screenshots: Path | N
     """Serve ``root`` on 127.0.0.1, open each page (all HTML pages by default) in Chromium, and return the
     problems found, by page (pages without problems are left out)."""
     if not Path(CHROMIUM).is_file():
-        unavailable(f"no Chromium at {CHROMIUM}: install Debian's browser with `apt-get install -y chromium` "
-                    "(or set NOETHER_BOOK_CHROMIUM)")
+        unavailable(
+            f"no Chromium at {CHROMIUM}: install Debian's browser with `apt-get install -y chromium` "
+            "(or set NOETHER_BOOK_CHROMIUM)"
+        )
     if screenshots is not None:
         screenshots.mkdir(parents=True, exist_ok=True)
     cache: dict[Path, _Anchors] = {}
@@ -389,11 +424,13 @@ def _format(problems: dict[str, list[str]], most: int = 12) -> str:
 
 # --------------------------------------------------------------------------- the checker on synthetic sites
 def _mathjax_page(body: str) -> str:
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>t</title>"
-            "<script>window.MathJax = {options: {processHtmlClass: 'math|output_area', "
-            "ignoreHtmlClass: 'tex2jax_ignore|mathjax_ignore|document'}};</script>"
-            "<script defer src='mathjax/tex-chtml.js'></script>"
-            f"</head><body class='document'>{body}</body></html>")
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>t</title>"
+        "<script>window.MathJax = {options: {processHtmlClass: 'math|output_area', "
+        "ignoreHtmlClass: 'tex2jax_ignore|mathjax_ignore|document'}};</script>"
+        "<script defer src='mathjax/tex-chtml.js'></script>"
+        f"</head><body class='document'>{body}</body></html>"
+    )
 
 
 def _plain_page(body: str) -> str:
@@ -414,17 +451,21 @@ def synthetic_site(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
             "<h1 id='top'>Good</h1><p>Inline <span class='math'>\\(x^2\\)</span> and</p>"
             "<div class='math'>\\[\\int_0^1 x\\,dx\\]</div><img src='dot.png' alt=''>"
             "<pre>code may show \\(raw\\) TeX</pre><a href='good.html#top'>self</a> <a href='sub/'>dir</a>"
-            "<a href='https://example.org/elsewhere'>an external link is not a request</a>"),
+            "<a href='https://example.org/elsewhere'>an external link is not a request</a>"
+        ),
         "sub/index.html": _plain_page("<p>a folder's index</p>"),
         "raw_math.html": _plain_page("<p>Inline <span class='math'>\\(x\\)</span> without MathJax.</p>"),
-        "tex_error.html": _mathjax_page("<p><span class='math'>\\(\\frac{1}\\)</span> and "
-                                        "<span class='math'>\\(\\undefinedmacro x\\)</span></p>"),
+        "tex_error.html": _mathjax_page(
+            "<p><span class='math'>\\(\\frac{1}\\)</span> and <span class='math'>\\(\\undefinedmacro x\\)</span></p>"
+        ),
         "broken_image.html": _plain_page("<p><img src='missing.png' alt='gone'></p>"),
         "broken_links.html": _plain_page("<a href='good.html#nowhere'>a</a> <a href='absent.html'>b</a>"),
         "console_error.html": _plain_page("<script>console.error('boom')</script><p>x</p>"),
         "exception.html": _plain_page("<script>undefined_function()</script><p>x</p>"),
-        "external.html": _plain_page("<img src='https://example.org/pixel.png' alt=''>"
-                                     "<script>fetch('http://10.9.8.7/track').catch(() => {});</script>"),
+        "external.html": _plain_page(
+            "<img src='https://example.org/pixel.png' alt=''>"
+            "<script>fetch('http://10.9.8.7/track').catch(() => {});</script>"
+        ),
         "redirect.html": "<html><head><meta http-equiv='Refresh' content='0; url=absent/index.html' /></head></html>",
     }
     for name, html in pages.items():
@@ -444,14 +485,24 @@ def test_checker_passes_a_good_page(synthetic_site):
     "page, expected",
     [
         ("raw_math.html", ["maths not typeset", "raw TeX left"]),
-        ("tex_error.html", ["MathJax error: Missing argument for \\frac",
-                            "MathJax error: undefined control sequence \\undefinedmacro"]),
+        (
+            "tex_error.html",
+            [
+                "MathJax error: Missing argument for \\frac",
+                "MathJax error: undefined control sequence \\undefinedmacro",
+            ],
+        ),
         ("broken_image.html", ["image did not load: missing.png", "HTTP 404"]),
         ("broken_links.html", ["no anchor #nowhere", "absent.html (no such file)"]),
         ("console_error.html", ["console error: boom"]),
         ("exception.html", ["uncaught exception"]),
-        ("external.html", ["request to another host (blocked): https://example.org/pixel.png",
-                           "request to another host (blocked): http://10.9.8.7/track"]),
+        (
+            "external.html",
+            [
+                "request to another host (blocked): https://example.org/pixel.png",
+                "request to another host (blocked): http://10.9.8.7/track",
+            ],
+        ),
         ("redirect.html", ["absent/index.html (no such file)"]),
     ],
 )
@@ -480,9 +531,15 @@ def test_every_page_reads_well_in_chromium(book_html):
 
 def test_a_broken_copy_of_the_book_fails(book_html, tmp_path):
     """Break a copy of a real page (drop MathJax, delete one of its images): the checker must notice."""
-    page = next((p for p in pages_of(book_html)
-                 if "_images/" in (book_html / p).read_text(encoding="utf-8") and
-                 "tex-chtml.js" in (book_html / p).read_text(encoding="utf-8")), None)
+    page = next(
+        (
+            p
+            for p in pages_of(book_html)
+            if "_images/" in (book_html / p).read_text(encoding="utf-8")
+            and "tex-chtml.js" in (book_html / p).read_text(encoding="utf-8")
+        ),
+        None,
+    )
     if page is None:
         pytest.skip("the build has no page with both maths and an image")
     copy = tmp_path / "html"
@@ -511,7 +568,7 @@ def test_every_figure_links_its_exports_and_citation(book_html):
     for page in pages_of(book_html):
         for label, inner in _figures((book_html / page).read_text(encoding="utf-8")):
             count += 1
-            lacks = [ext for ext in ("pdf", "svg", "png", "csv") if f"_static/figures/{label}.{ext}\"" not in inner]
+            lacks = [ext for ext in ("pdf", "svg", "png", "csv") if f'_static/figures/{label}.{ext}"' not in inner]
             lacks += [] if (book_html / "_static" / "figures" / f"{label}.csv").is_file() else ["served csv"]
             if not re.search(r'class="figure-citation".*?version ' + re.escape(str(meta["version"])), inner, re.S):
                 lacks.append("citation with the version")
@@ -525,8 +582,11 @@ def test_notebook_pages_have_download_binder_and_colab_buttons(book_html):
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     repo = urlsplit(config["repository"]["url"]).path.strip("/")
     branch = config["repository"]["branch"]
-    notebooks = [p for p in pages_of(book_html)
-                 if (ROOT / p).with_suffix(".ipynb").is_file() and (book_html / "_sources" / p).with_suffix(".ipynb").is_file()]
+    notebooks = [
+        p
+        for p in pages_of(book_html)
+        if (ROOT / p).with_suffix(".ipynb").is_file() and (book_html / "_sources" / p).with_suffix(".ipynb").is_file()
+    ]
     assert notebooks, "no notebook pages in the build"
     missing = {}
     for page in notebooks:

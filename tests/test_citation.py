@@ -8,6 +8,7 @@ reference, person and entity, the required keys, the types (integers for ``year`
 ``additionalProperties: false`` where the schema has it. Reduced: the SPDX licence list and the ISO 3166
 country list are replaced by their identifier patterns; descriptions and examples are left out.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -31,31 +32,99 @@ citing = importlib.import_module("citing")
 _STRING = {"type": "string", "minLength": 1}
 _INTEGER = {"type": "integer"}
 _STRING_OR_NUMBER = {"anyOf": [_STRING, {"type": "number"}]}
-_PEOPLE = {"type": "array", "minItems": 1, "uniqueItems": True,
-           "items": {"anyOf": [{"$ref": "#/definitions/person"}, {"$ref": "#/definitions/entity"}]}}
+_PEOPLE = {
+    "type": "array",
+    "minItems": 1,
+    "uniqueItems": True,
+    "items": {"anyOf": [{"$ref": "#/definitions/person"}, {"$ref": "#/definitions/entity"}]},
+}
 _UNIQUE_STRINGS = {"type": "array", "minItems": 1, "uniqueItems": True, "items": _STRING}
 _IDENTIFIERS = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/definitions/identifier"}}
 _CONTACT_FIELDS = ("address", "alias", "city", "fax", "region", "tel")
 
 
 def _identifier(kind: str, value: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "additionalProperties": False, "required": ["type", "value"],
-            "properties": {"type": {"type": "string", "enum": [kind]}, "value": value, "description": _STRING}}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["type", "value"],
+        "properties": {"type": {"type": "string", "enum": [kind]}, "value": value, "description": _STRING},
+    }
 
 
 _REFERENCE_TYPES = [
-    "art", "article", "audiovisual", "bill", "blog", "book", "catalogue", "conference-paper", "conference", "data",
-    "database", "dictionary", "edited-work", "encyclopedia", "film-broadcast", "generic", "government-document",
-    "grant", "hearing", "historical-work", "legal-case", "legal-rule", "magazine-article", "manual", "map",
-    "multimedia", "music", "newspaper-article", "pamphlet", "patent", "personal-communication", "proceedings",
-    "report", "serial", "slides", "software-code", "software-container", "software-executable",
-    "software-virtual-machine", "software", "sound-recording", "standard", "statute", "thesis", "unpublished",
-    "video", "website",
+    "art",
+    "article",
+    "audiovisual",
+    "bill",
+    "blog",
+    "book",
+    "catalogue",
+    "conference-paper",
+    "conference",
+    "data",
+    "database",
+    "dictionary",
+    "edited-work",
+    "encyclopedia",
+    "film-broadcast",
+    "generic",
+    "government-document",
+    "grant",
+    "hearing",
+    "historical-work",
+    "legal-case",
+    "legal-rule",
+    "magazine-article",
+    "manual",
+    "map",
+    "multimedia",
+    "music",
+    "newspaper-article",
+    "pamphlet",
+    "patent",
+    "personal-communication",
+    "proceedings",
+    "report",
+    "serial",
+    "slides",
+    "software-code",
+    "software-container",
+    "software-executable",
+    "software-virtual-machine",
+    "software",
+    "sound-recording",
+    "standard",
+    "statute",
+    "thesis",
+    "unpublished",
+    "video",
+    "website",
 ]
 _REFERENCE_STRINGS = [
-    "abbreviation", "abstract", "collection-title", "collection-type", "copyright", "data-type", "database",
-    "department", "edition", "entry", "filename", "format", "issue-date", "issue-title", "journal", "medium",
-    "nihmsid", "notes", "scope", "term", "thesis-type", "title", "volume-title",
+    "abbreviation",
+    "abstract",
+    "collection-title",
+    "collection-type",
+    "copyright",
+    "data-type",
+    "database",
+    "department",
+    "edition",
+    "entry",
+    "filename",
+    "format",
+    "issue-date",
+    "issue-title",
+    "journal",
+    "medium",
+    "nihmsid",
+    "notes",
+    "scope",
+    "term",
+    "thesis-type",
+    "title",
+    "volume-title",
 ]
 _REFERENCE = {
     "type": "object",
@@ -63,17 +132,37 @@ _REFERENCE = {
     "required": ["authors", "title", "type"],
     "properties": {
         **{key: _STRING for key in _REFERENCE_STRINGS},
-        **{key: _INTEGER for key in ("end", "start", "loc-end", "loc-start", "number-volumes", "pages", "volume",
-                                     "year", "year-original")},
+        **{
+            key: _INTEGER
+            for key in (
+                "end",
+                "start",
+                "loc-end",
+                "loc-start",
+                "number-volumes",
+                "pages",
+                "volume",
+                "year",
+                "year-original",
+            )
+        },
         **{key: _STRING_OR_NUMBER for key in ("issue", "number", "section")},
-        **{key: _PEOPLE for key in ("authors", "contact", "editors", "editors-series", "recipients", "senders",
-                                    "translators")},
-        **{key: {"$ref": "#/definitions/entity"} for key in ("conference", "database-provider", "institution",
-                                                             "location", "publisher")},
-        **{key: {"$ref": "#/definitions/date"} for key in ("date-accessed", "date-downloaded", "date-published",
-                                                           "date-released")},
-        **{key: {"$ref": "#/definitions/url"} for key in ("license-url", "repository", "repository-artifact",
-                                                          "repository-code", "url")},
+        **{
+            key: _PEOPLE
+            for key in ("authors", "contact", "editors", "editors-series", "recipients", "senders", "translators")
+        },
+        **{
+            key: {"$ref": "#/definitions/entity"}
+            for key in ("conference", "database-provider", "institution", "location", "publisher")
+        },
+        **{
+            key: {"$ref": "#/definitions/date"}
+            for key in ("date-accessed", "date-downloaded", "date-published", "date-released")
+        },
+        **{
+            key: {"$ref": "#/definitions/url"}
+            for key in ("license-url", "repository", "repository-artifact", "repository-code", "url")
+        },
         "collection-doi": {"$ref": "#/definitions/doi"},
         "doi": {"$ref": "#/definitions/doi"},
         "commit": _STRING,
@@ -81,14 +170,20 @@ _REFERENCE = {
         "isbn": {"type": "string", "pattern": r"^[0-9\- ]{10,17}X?$"},
         "issn": {"type": "string", "pattern": r"^\d{4}-\d{3}[\dxX]$"},
         "keywords": _UNIQUE_STRINGS,
-        "languages": {"type": "array", "minItems": 1, "uniqueItems": True,
-                      "items": {"type": "string", "pattern": "^[a-z]{2,3}$"}},
+        "languages": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": "^[a-z]{2,3}$"},
+        },
         "license": {"$ref": "#/definitions/license"},
         "month": {"type": "integer", "minimum": 1, "maximum": 12},
         "patent-states": _UNIQUE_STRINGS,
         "pmcid": {"type": "string", "pattern": "^PMC[0-9]{7}$"},
-        "status": {"type": "string", "enum": ["abstract", "advance-online", "in-preparation", "in-press",
-                                              "preprint", "submitted"]},
+        "status": {
+            "type": "string",
+            "enum": ["abstract", "advance-online", "in-preparation", "in-press", "preprint", "submitted"],
+        },
         "type": {"type": "string", "enum": _REFERENCE_TYPES},
         "version": {"$ref": "#/definitions/version"},
     },
@@ -106,19 +201,33 @@ CFF_SCHEMA: dict[str, Any] = {
         "doi": {"type": "string", "pattern": r"^10\.\d{4,9}(\.\d+)?/[A-Za-z0-9:/_;\-\.\(\)\[\]\\]+$"},
         "version": _STRING_OR_NUMBER,
         "license-id": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9.+-]*$"},
-        "license": {"oneOf": [{"$ref": "#/definitions/license-id"},
-                              {"type": "array", "minItems": 1, "uniqueItems": True,
-                               "items": {"$ref": "#/definitions/license-id"}}]},
+        "license": {
+            "oneOf": [
+                {"$ref": "#/definitions/license-id"},
+                {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": "#/definitions/license-id"}},
+            ]
+        },
         "person": {
             "type": "object",
             "additionalProperties": False,
             "properties": {
-                **{key: _STRING for key in (*_CONTACT_FIELDS, "affiliation", "family-names", "given-names",
-                                            "name-particle", "name-suffix")},
+                **{
+                    key: _STRING
+                    for key in (
+                        *_CONTACT_FIELDS,
+                        "affiliation",
+                        "family-names",
+                        "given-names",
+                        "name-particle",
+                        "name-suffix",
+                    )
+                },
                 "country": {"type": "string", "pattern": "^[A-Z]{2}$"},
                 "email": {"type": "string", "pattern": r"^[\S]+@[\S]+\.[\S]{2,}$"},
-                "orcid": {"type": "string",
-                          "pattern": "https://orcid\\.org/[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]{1}"},
+                "orcid": {
+                    "type": "string",
+                    "pattern": "https://orcid\\.org/[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]{1}",
+                },
                 "post-code": _STRING_OR_NUMBER,
                 "website": {"$ref": "#/definitions/url"},
             },
@@ -133,18 +242,22 @@ CFF_SCHEMA: dict[str, Any] = {
                 "date-end": {"$ref": "#/definitions/date"},
                 "date-start": {"$ref": "#/definitions/date"},
                 "email": {"type": "string", "pattern": r"^[\S]+@[\S]+\.[\S]{2,}$"},
-                "orcid": {"type": "string",
-                          "pattern": "https://orcid\\.org/[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]{1}"},
+                "orcid": {
+                    "type": "string",
+                    "pattern": "https://orcid\\.org/[0-9]{4}-[0-9]{4}-[0-9]{4}-[0-9]{3}[0-9X]{1}",
+                },
                 "post-code": _STRING_OR_NUMBER,
                 "website": {"$ref": "#/definitions/url"},
             },
         },
-        "identifier": {"anyOf": [
-            _identifier("doi", {"$ref": "#/definitions/doi"}),
-            _identifier("url", {"$ref": "#/definitions/url"}),
-            _identifier("swh", {"type": "string", "pattern": "^swh:1:(snp|rel|rev|dir|cnt):[0-9a-fA-F]{40}$"}),
-            _identifier("other", _STRING),
-        ]},
+        "identifier": {
+            "anyOf": [
+                _identifier("doi", {"$ref": "#/definitions/doi"}),
+                _identifier("url", {"$ref": "#/definitions/url"}),
+                _identifier("swh", {"type": "string", "pattern": "^swh:1:(snp|rel|rev|dir|cnt):[0-9a-fA-F]{40}$"}),
+                _identifier("other", _STRING),
+            ]
+        },
         "reference": _REFERENCE,
     },
     "properties": {
@@ -161,8 +274,12 @@ CFF_SCHEMA: dict[str, Any] = {
         "license-url": {"$ref": "#/definitions/url"},
         "message": _STRING,
         "preferred-citation": {"$ref": "#/definitions/reference"},
-        "references": {"type": "array", "minItems": 1, "uniqueItems": True,
-                       "items": {"$ref": "#/definitions/reference"}},
+        "references": {
+            "type": "array",
+            "minItems": 1,
+            "uniqueItems": True,
+            "items": {"$ref": "#/definitions/reference"},
+        },
         "repository": {"$ref": "#/definitions/url"},
         "repository-artifact": {"$ref": "#/definitions/url"},
         "repository-code": {"$ref": "#/definitions/url"},
@@ -185,8 +302,10 @@ def _dates_as_strings(node: Any) -> Any:
 
 def cff_errors(document: dict[str, Any]) -> list[str]:
     validator = jsonschema.Draft7Validator(CFF_SCHEMA)
-    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
-            for e in validator.iter_errors(_dates_as_strings(document))]
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}"
+        for e in validator.iter_errors(_dates_as_strings(document))
+    ]
 
 
 @pytest.fixture(scope="module")

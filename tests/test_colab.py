@@ -1,5 +1,6 @@
 """The Colab set-up cell: it does nothing outside Colab, installs the library inside it, and every notebook
 starts its code with it (hidden in the book)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -72,8 +73,12 @@ def test_add_setup_cell_inserts_before_the_first_code_cell_once(tmp_path):
 def test_add_setup_cell_replaces_an_older_version(tmp_path):
     path = _notebook(tmp_path)
     nb = nbformat.read(path, as_version=4)
-    nb.cells.insert(1, nbformat.v4.new_code_cell("import sys\nif 'google.colab' in sys.modules: pass",
-                                                 metadata={"tags": ["remove-cell"]}))
+    nb.cells.insert(
+        1,
+        nbformat.v4.new_code_cell(
+            "import sys\nif 'google.colab' in sys.modules: pass", metadata={"tags": ["remove-cell"]}
+        ),
+    )
     nbformat.write(nb, path)
     assert colab.add_setup_cell(path) is True
     nb = nbformat.read(path, as_version=4)

@@ -1,4 +1,5 @@
 """Reproducibility, plotting, tolerances, models and data."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +9,9 @@ from noether_lib import data, models, plotting, reproducibility, tolerances
 
 def test_seed_everything_reproduces_torch_and_numpy():
     reproducibility.seed_everything(3)
-    a = (torch.randn(4), np.random.rand(3))
+    a = (torch.randn(4), np.random.rand(3))  # noqa: NPY002
     reproducibility.seed_everything(3)
-    b = (torch.randn(4), np.random.rand(3))
+    b = (torch.randn(4), np.random.rand(3))  # noqa: NPY002
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1])
 
 

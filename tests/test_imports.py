@@ -1,4 +1,5 @@
 """Every module of the library compiles and imports cleanly with warnings turned into errors."""
+
 from __future__ import annotations
 
 import subprocess
@@ -35,8 +36,9 @@ def test_sources_compile_without_warnings():
 
 def test_every_module_imports_under_W_error():
     code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
-    result = subprocess.run([sys.executable, "-W", "error", "-c", code, *_module_names()], capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code, *_module_names()], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
 
 

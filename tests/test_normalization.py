@@ -1,4 +1,5 @@
 """Normalization (Eqs. 14-18): each formula against an independent computation, the training machinery, bad input."""
+
 import copy
 
 import numpy as np
@@ -34,8 +35,17 @@ def toy(units: int, seed: int = 0, radius: float = 1.0):
 
 def run_toy(*, steps, lr, momentum, weight_decay, mean, noise, units=64, seed=0, radius=1.0):
     toy(units, seed, radius)  # the toy starts at the requested norm
-    return nz.train_angle_toy(units=units, steps=steps, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                              mean=mean, noise=noise, seed=seed, radius=radius)
+    return nz.train_angle_toy(
+        units=units,
+        steps=steps,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        mean=mean,
+        noise=noise,
+        seed=seed,
+        radius=radius,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- symbolic
@@ -70,8 +80,12 @@ def test_filter_norms_and_unit_gradient_against_gradient_at_unit_norm():
     x, y = torch.randn(32, 8, dtype=torch.float64), torch.randint(0, 3, (32,))
     params = dict(model.named_parameters())
     r = nz.filter_norms(groups, params)
-    manual = torch.cat([(params["net.1.weight"] ** 2).sum(1) + params["net.1.bias"] ** 2,
-                        (params["net.4.weight"] ** 2).sum(1) + params["net.4.bias"] ** 2]).sqrt()
+    manual = torch.cat(
+        [
+            (params["net.1.weight"] ** 2).sum(1) + params["net.1.bias"] ** 2,
+            (params["net.4.weight"] ** 2).sum(1) + params["net.4.bias"] ** 2,
+        ]
+    ).sqrt()
     torch.testing.assert_close(r, manual)
     nn.functional.cross_entropy(model(x), y).backward()
     g_hat_sq = nz.unit_gradient_norms_sq(groups, params, {n: p.grad for n, p in params.items()})
@@ -277,8 +291,14 @@ def test_free_run_and_run_with_its_norms_on_the_sphere_agree():
     model_b = copy.deepcopy(model_a)
     a = nz.train_and_record(model_a, groups, nz.minibatch_loss(model_a, x, y, batch_size=16, seed=0), **hyper)
     sphere = nz.UnitFilterSGD(model_b, groups, lr=hyper["lr"], momentum=hyper["momentum"])
-    b = nz.train_and_record(model_b, groups, nz.minibatch_loss(model_b, x, y, batch_size=16, seed=0), **hyper,
-                            filters=sphere, norm_squared=a.norm_squared)
+    b = nz.train_and_record(
+        model_b,
+        groups,
+        nz.minibatch_loss(model_b, x, y, batch_size=16, seed=0),
+        **hyper,
+        filters=sphere,
+        norm_squared=a.norm_squared,
+    )
     assert np.abs(a.loss - b.loss).max() < 2e-2
     np.testing.assert_allclose(b.norm_squared, 1.0, rtol=1e-5)
     model_c = mlp_and_groups(seed=1)[0]

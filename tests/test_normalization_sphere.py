@@ -19,8 +19,19 @@ def digits64():
 
 
 def _train(model, groups, data, steps, **kwargs):
-    return nz.train_minibatches(model, groups, data.x_train, data.y_train, batch_size=32, seed=1, steps=steps, lr=0.1,
-                                momentum=0.0, weight_decay=3e-2, **kwargs)
+    return nz.train_minibatches(
+        model,
+        groups,
+        data.x_train,
+        data.y_train,
+        batch_size=32,
+        seed=1,
+        steps=steps,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=3e-2,
+        **kwargs,
+    )
 
 
 def test_sgd_with_weight_decay_is_projected_sgd_on_the_sphere(digits64):
@@ -28,23 +39,37 @@ def test_sgd_with_weight_decay_is_projected_sgd_on_the_sphere(digits64):
     sphere, constant = copy.deepcopy(free), copy.deepcopy(free)
     a = _train(free, groups, digits64, 80)
     start = torch.as_tensor(a.norm_squared[0])
-    s = _train(sphere, groups, digits64, 80,
-               filters=nz.SphereSGD(sphere, groups, lr=0.1, weight_decay=3e-2, initial_norm_squared=start))
-    k = _train(constant, groups, digits64, 80, filters=nz.UnitFilterSGD(constant, groups, lr=0.1),
-               norm_squared=(1 - 0.1 * 3e-2) * a.norm_squared[0])
+    s = _train(
+        sphere,
+        groups,
+        digits64,
+        80,
+        filters=nz.SphereSGD(sphere, groups, lr=0.1, weight_decay=3e-2, initial_norm_squared=start),
+    )
+    k = _train(
+        constant,
+        groups,
+        digits64,
+        80,
+        filters=nz.UnitFilterSGD(constant, groups, lr=0.1),
+        norm_squared=(1 - 0.1 * 3e-2) * a.norm_squared[0],
+    )
     assert np.abs(s.loss / a.loss - 1).max() <= FLOAT64_EXACT < np.abs(k.loss / a.loss - 1).max()
     recursion = nz.sphere_norm_recursion(a.g_hat_sq, 0.1, 3e-2, a.norm_squared[0])[:-1]
     assert np.abs(recursion / a.norm_squared - 1).max() <= FLOAT64_EXACT
     flow = a.norm_squared[0] * np.exp(-2 * 3e-2 * 0.1 * np.arange(80))[:, None]
     assert np.abs(flow / a.norm_squared - 1).max() > FLOAT64_EXACT
-    np.testing.assert_allclose(nz.filter_norms(groups, dict(sphere.named_parameters())).detach().numpy(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        nz.filter_norms(groups, dict(sphere.named_parameters())).detach().numpy(), 1.0, rtol=1e-12
+    )
 
 
 def test_closed_form_parts_add_up_and_only_the_forcing_carries_the_gradient():
     g2 = np.random.default_rng(0).uniform(0.5, 2.0, size=(300, 3))
     initial, forcing = nz.closed_form_parts(g2, 0.01, 0.9, 1e-3, np.array([1.0, 2.0, 3.0]))
-    np.testing.assert_allclose(np.sqrt(initial + forcing), nz.closed_form_norm_squared(g2, 0.01, 0.9, 1e-3,
-                                                                                       np.array([1.0, 2.0, 3.0])))
+    np.testing.assert_allclose(
+        np.sqrt(initial + forcing), nz.closed_form_norm_squared(g2, 0.01, 0.9, 1e-3, np.array([1.0, 2.0, 3.0]))
+    )
     assert np.all(forcing[0] == 0) and np.allclose(initial[0], [1.0, 4.0, 9.0])
     again = nz.closed_form_parts(2 * g2, 0.01, 0.9, 1e-3, np.array([1.0, 2.0, 3.0]))
     np.testing.assert_allclose(again[0], initial)
@@ -64,10 +89,16 @@ def test_implied_factor_on_the_toy_matches_its_regime(mean, noise):
 
 def test_amplification_table_at_09():
     table = nz.amplification_table(0.9)
-    expected = {("prefactor", "lr", "correlated"): 1900, ("prefactor", "lr", "white"): 100,
-                ("r4_star", "lr", "correlated"): 190, ("r4_star", "lr", "white"): 10,
-                ("prefactor", "lr/(1-beta)", "correlated"): 190, ("prefactor", "lr/(1-beta)", "white"): 10,
-                ("r4_star", "lr/(1-beta)", "correlated"): 19, ("r4_star", "lr/(1-beta)", "white"): 1}
+    expected = {
+        ("prefactor", "lr", "correlated"): 1900,
+        ("prefactor", "lr", "white"): 100,
+        ("r4_star", "lr", "correlated"): 190,
+        ("r4_star", "lr", "white"): 10,
+        ("prefactor", "lr/(1-beta)", "correlated"): 190,
+        ("prefactor", "lr/(1-beta)", "white"): 10,
+        ("r4_star", "lr/(1-beta)", "correlated"): 19,
+        ("r4_star", "lr/(1-beta)", "white"): 1,
+    }
     assert table.keys() == expected.keys()
     for key, value in expected.items():
         assert table[key] == pytest.approx(value)

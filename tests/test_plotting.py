@@ -1,4 +1,5 @@
 """Figure export: the data CSV holds exactly the plotted numbers, and the JSON describes the axes."""
+
 from __future__ import annotations
 
 import csv
@@ -49,8 +50,13 @@ def test_every_kind_of_series_is_exported(figure, tmp_path):
     for row in rows:
         by_series.setdefault((row["axis"], row["series"], row["kind"]), []).append(row)
     assert set(by_series) == {
-        ("0", "$q^2$", "line"), ("0", "line1", "line"), ("0", "points", "scatter"),
-        ("0", "measured", "errorbar"), ("1", "counts", "bar"), ("1", "band", "area"), ("1", "image1", "image"),
+        ("0", "$q^2$", "line"),
+        ("0", "line1", "line"),
+        ("0", "points", "scatter"),
+        ("0", "measured", "errorbar"),
+        ("1", "counts", "bar"),
+        ("1", "band", "area"),
+        ("1", "image1", "image"),
     }
     line = by_series[("0", "$q^2$", "line")]
     np.testing.assert_array_equal([float(r["x"]) for r in line], x)
@@ -66,8 +72,13 @@ def test_every_kind_of_series_is_exported(figure, tmp_path):
 
     description = json.loads(paths["json"].read_text())
     assert description["label"] == "fig-test-kinds"
-    assert description["axes"][0] == {"axis": 0, "xlabel": "step $n$", "ylabel": "", "xscale": "linear",
-                                      "yscale": "log"}
+    assert description["axes"][0] == {
+        "axis": 0,
+        "xlabel": "step $n$",
+        "ylabel": "",
+        "xscale": "linear",
+        "yscale": "log",
+    }
     assert len(description["series"]) == 7
 
 

@@ -14,6 +14,7 @@ library ``noether_lib/``:
 * no number typed in a notebook's prose that its code computes or sets (see :func:`typed_settings`);
 * the book speaks of the paper and its versions, never of "the digest" it was summarised in.
 """
+
 from __future__ import annotations
 
 import ast
@@ -78,9 +79,12 @@ INSTALL_CALL = re.compile(r"""pip["'\s,]+install""")
 
 def _docstrings(tree: ast.AST) -> set[int]:
     return {
-        id(node.body[0].value) for node in ast.walk(tree)
-        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body
-        and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
 
 
@@ -91,9 +95,14 @@ def hard_coded_devices(source: str) -> list[str]:
     except SyntaxError:
         return [m.group(0) for m in DEVICE.finditer(source)]
     docstrings = _docstrings(tree)
-    return [repr(node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-            and re.fullmatch(r"cuda:\d+", node.value.strip())]
+    return [
+        repr(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and re.fullmatch(r"cuda:\d+", node.value.strip())
+    ]
 
 
 def global_warning_filters(source: str) -> list[str]:
@@ -104,8 +113,9 @@ def global_warning_filters(source: str) -> list[str]:
         return []
     protected: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.With) and any("catch_warnings" in ast.unparse(item.context_expr)
-                                              for item in node.items):
+        if isinstance(node, ast.With) and any(
+            "catch_warnings" in ast.unparse(item.context_expr) for item in node.items
+        ):
             protected.update(id(n) for n in ast.walk(node))
     found = []
     for node in ast.walk(tree):
@@ -113,34 +123,55 @@ def global_warning_filters(source: str) -> list[str]:
             continue
         name = ast.unparse(node.func)
         first = node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "action"), None)
-        if (name.split(".")[-1] in ("filterwarnings", "simplefilter") and isinstance(first, ast.Constant)
-                and first.value == "ignore"):
+        if (
+            name.split(".")[-1] in ("filterwarnings", "simplefilter")
+            and isinstance(first, ast.Constant)
+            and first.value == "ignore"
+        ):
             found.append(ast.unparse(node))
     found += re.findall(r"""PYTHONWARNINGS["']\]?\s*[=,:]\s*["']ignore[^"']*["']""", source)
     return found
 
 
 _FENCE = re.compile(r"^(```+|:::+)\s*(\{[^}]*\})?.*?$(.*?)^\1\s*$", re.M | re.S)
-_PROSE_DIRECTIVES = ("{prf:", "{admonition", "{note", "{tip", "{warning", "{important", "{caution", "{hint",
-                     "{attention", "{seealso", "{dropdown", "{figure", "{margin", "{sidebar", "{epigraph")
+_PROSE_DIRECTIVES = (
+    "{prf:",
+    "{admonition",
+    "{note",
+    "{tip",
+    "{warning",
+    "{important",
+    "{caution",
+    "{hint",
+    "{attention",
+    "{seealso",
+    "{dropdown",
+    "{figure",
+    "{margin",
+    "{sidebar",
+    "{epigraph",
+)
 _STRIP = [
-    re.compile(r"<!--.*?-->", re.S),                  # HTML comments
-    re.compile(r"^%.*$", re.M),                       # MyST comments
-    re.compile(r"\$\$.*?\$\$", re.S),                 # display maths
-    re.compile(r"\$[^$\n]+\$"),                       # inline maths
-    re.compile(r"\\\(.*?\\\)|\\\[.*?\\\]", re.S),     # LaTeX-style maths
-    re.compile(r"\{[\w:-]+\}`[^`]*`"),                # roles: {glue:text}`...`, {math}`...`, {eq}`...`
-    re.compile(r"`[^`]*`"),                           # inline code
-    re.compile(r"\]\([^)]*\)"),                       # link targets
-    re.compile(r"https?://\S+"),                      # bare URLs
-    re.compile(r"^\s*:[\w-]+:.*$", re.M),             # directive options (:label:, :class:)
+    re.compile(r"<!--.*?-->", re.S),  # HTML comments
+    re.compile(r"^%.*$", re.M),  # MyST comments
+    re.compile(r"\$\$.*?\$\$", re.S),  # display maths
+    re.compile(r"\$[^$\n]+\$"),  # inline maths
+    re.compile(r"\\\(.*?\\\)|\\\[.*?\\\]", re.S),  # LaTeX-style maths
+    re.compile(r"\{[\w:-]+\}`[^`]*`"),  # roles: {glue:text}`...`, {math}`...`, {eq}`...`
+    re.compile(r"`[^`]*`"),  # inline code
+    re.compile(r"\]\([^)]*\)"),  # link targets
+    re.compile(r"https?://\S+"),  # bare URLs
+    re.compile(r"^\s*:[\w-]+:.*$", re.M),  # directive options (:label:, :class:)
     re.compile(r"\(eq-[\w-]+\)|\((?:fig|tab|sec)-[\w-]+\)="),  # labels
 ]
 #: A decimal number (0.25), a number in scientific notation (1e-3, 2.5E+4) or a percentage (12 %, 3.5%).
 NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+(?:[eE][-+]?\d+)?|\d+[eE][-+]?\d+|\d+(?:\.\d+)?\s?%)(?![\w.]*\w)")
 #: Words after which a number names something rather than measures it (Eq. 3.2, Python 3.11, CC BY 4.0).
-NAMING = re.compile(r"(?:Eqs?\.|Equations?|Sections?|Sec\.|§|Fig(?:ure)?s?\.?|Tables?|Appendix|Theorem|Lemma|"
-                    r"Definition|Chapter|Python|version|v|arXiv:?|CC[ -]BY(?:-SA|-NC|-ND)*)\s*$", re.I)
+NAMING = re.compile(
+    r"(?:Eqs?\.|Equations?|Sections?|Sec\.|§|Fig(?:ure)?s?\.?|Tables?|Appendix|Theorem|Lemma|"
+    r"Definition|Chapter|Python|version|v|arXiv:?|CC[ -]BY(?:-SA|-NC|-ND)*)\s*$",
+    re.I,
+)
 
 
 def prose(markdown: str) -> str:
@@ -187,8 +218,11 @@ def code_numbers(sources: list[str]) -> set[float]:
             tree = ast.parse(_python(source))
         except SyntaxError:
             continue
-        found |= {float(node.value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Constant) and type(node.value) in (int, float)}
+        found |= {
+            float(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and type(node.value) in (int, float)
+        }
     return found
 
 
@@ -291,8 +325,12 @@ PENDING_TYPED_SETTINGS: set[str] = {
 
 @pytest.mark.parametrize(
     "path",
-    [pytest.param(p, marks=pytest.mark.xfail(reason="values typed in the prose, pending (issue 11)"))
-     if _id(p) in PENDING_TYPED_SETTINGS else p for p in notebooks()],
+    [
+        pytest.param(p, marks=pytest.mark.xfail(reason="values typed in the prose, pending (issue 11)"))
+        if _id(p) in PENDING_TYPED_SETTINGS
+        else p
+        for p in notebooks()
+    ],
     ids=_id,
 )
 def test_prose_does_not_retype_what_the_code_sets(path: Path):
@@ -341,7 +379,8 @@ def test_typed_settings_flags_values_the_code_holds():
 
 def test_global_warning_filters():
     assert global_warning_filters('import warnings\nwarnings.filterwarnings("ignore")') == [
-        "warnings.filterwarnings('ignore')"]
+        "warnings.filterwarnings('ignore')"
+    ]
     assert global_warning_filters("from warnings import simplefilter\nsimplefilter(action='ignore')")
     assert global_warning_filters('os.environ["PYTHONWARNINGS"] = "ignore"')
     assert not global_warning_filters('with warnings.catch_warnings():\n    warnings.simplefilter("ignore")\n')
@@ -349,17 +388,25 @@ def test_global_warning_filters():
     assert not global_warning_filters("%matplotlib inline\nx = 1")
 
 
-@pytest.mark.parametrize("source, rule", [
-    ("ax.set_title('loss')", TITLE), ("fig.suptitle('x')", TITLE), ("plt.title('x')", TITLE),
-    ("!pip install torch", INSTALL_MAGIC), ("%pip install x", INSTALL_MAGIC),
-    ("subprocess.run(['pip', 'install', 'x'])", INSTALL_CALL), ("\\tag{3}", TAG),
-])
+@pytest.mark.parametrize(
+    "source, rule",
+    [
+        ("ax.set_title('loss')", TITLE),
+        ("fig.suptitle('x')", TITLE),
+        ("plt.title('x')", TITLE),
+        ("!pip install torch", INSTALL_MAGIC),
+        ("%pip install x", INSTALL_MAGIC),
+        ("subprocess.run(['pip', 'install', 'x'])", INSTALL_CALL),
+        ("\\tag{3}", TAG),
+    ],
+)
 def test_the_rules_catch_what_they_forbid(source, rule):
     assert rule.search(source)
 
 
-@pytest.mark.parametrize("source", ["ax.set_xlabel('t')", "device = 'cuda' if ok else 'cpu'", "pipeline = 1",
-                                    "\\tagged"])
+@pytest.mark.parametrize(
+    "source", ["ax.set_xlabel('t')", "device = 'cuda' if ok else 'cpu'", "pipeline = 1", "\\tagged"]
+)
 def test_the_rules_leave_the_rest_alone(source):
     assert not any(rule.search(source) for rule in (TITLE, INSTALL_MAGIC, INSTALL_CALL, TAG))
 

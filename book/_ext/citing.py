@@ -10,6 +10,7 @@
 
 Everything is read from the repository; nothing is fetched.
 """
+
 from __future__ import annotations
 
 import posixpath
@@ -29,7 +30,11 @@ LOGGER = logging.getLogger(__name__)
 
 #: The exported files of a figure, in the order their links appear, with the link text.
 EXPORTS: tuple[tuple[str, str], ...] = (
-    ("pdf", "PDF"), ("svg", "SVG"), ("png", "PNG"), ("csv", "data (CSV)"), ("json", "axes (JSON)"),
+    ("pdf", "PDF"),
+    ("svg", "SVG"),
+    ("png", "PNG"),
+    ("csv", "data (CSV)"),
+    ("json", "axes (JSON)"),
 )
 EXEMPT_CLASS = "no-exports"
 
@@ -45,8 +50,9 @@ def book_metadata(citation_file: Path) -> dict[str, str]:
     authors = preferred.get("authors") or cff["authors"]
     names = [a.get("name") or " ".join(filter(None, (a.get("given-names"), a.get("family-names")))) for a in authors]
     bib_names = [  # BibTeX: "Family, Given" for a person, a braced name for a collective
-        f"{{{_latex(a['name'])}}}" if a.get("name") else _latex(", ".join(filter(None, (a.get("family-names"),
-                                                                                      a.get("given-names")))))
+        f"{{{_latex(a['name'])}}}"
+        if a.get("name")
+        else _latex(", ".join(filter(None, (a.get("family-names"), a.get("given-names")))))
         for a in authors
     ]
     year = preferred.get("year") or str(cff.get("date-released", ""))[:4]
@@ -77,8 +83,7 @@ def book_bibtex(meta: dict[str, str], key: str = "noether_book") -> str:
 def figure_citation(meta: dict[str, str], label: str) -> str:
     """The suggested citation of one figure: the book, its version, and the figure's stable label."""
     return (
-        f"{meta['authors']} ({meta['year']}). {meta['title']}, version {meta['version']}, "
-        f"figure {label}. {meta['url']}"
+        f"{meta['authors']} ({meta['year']}). {meta['title']}, version {meta['version']}, figure {label}. {meta['url']}"
     )
 
 
@@ -92,7 +97,7 @@ def bib_entry(bib_file: Path, key: str) -> str:
     for end in range(text.index("{", match.start()), len(text)):
         depth += {"{": 1, "}": -1}.get(text[end], 0)
         if depth == 0:
-            return text[match.start(): end + 1]
+            return text[match.start() : end + 1]
     raise ValueError(f"unbalanced braces in the entry {key!r} of {bib_file.name}")
 
 
@@ -140,7 +145,9 @@ def add_export_links(app: Sphinx, doctree: nodes.document, docname: str) -> None
                         f"figure {label} has no exported files in {exports}; "
                         f'export it with noether_lib.plotting.export_figure(fig, "{label}") (if its notebook '
                         "was not re-executed, its exports may be gone: python3.11 make.py book --fresh)",
-                        location=figure, type="citing", subtype="figure_exports",
+                        location=figure,
+                        type="citing",
+                        subtype="figure_exports",
                     )
                 continue
             links = nodes.paragraph(classes=["figure-exports"])

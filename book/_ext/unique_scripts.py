@@ -7,6 +7,7 @@ and ``_JavaScript('', ...)``, which Sphinx does not see as equal). sphinx-thebe'
 in every reader's console (the browser test, ``tests/test_browser.py``, found it). This drops such duplicates
 from each page's script list, keeping the first of each and the order.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,9 @@ def _key(script: Any) -> tuple:
     return (str(filename), getattr(script, "priority", 500), tuple(sorted((k, str(v)) for k, v in attributes.items())))
 
 
-def drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str, context: dict[str, Any],
-                           doctree: Any) -> None:
+def drop_duplicate_scripts(
+    app: Sphinx, pagename: str, templatename: str, context: dict[str, Any], doctree: Any
+) -> None:
     scripts = context.get("script_files")
     if not scripts:
         return

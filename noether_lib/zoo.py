@@ -1,8 +1,7 @@
-"""A zoo of architectures written the way public model zoos write them (torchvision, timm, the pre-activation and
-wide-ResNet papers' reference code, RL pixel encoders), at small widths, on which chapter 2 and the tests try the
-symmetry search of :mod:`noether_lib.symmetry`. The book's experiments train ``noether_lib.models`` instead.
+"""Architectures written as public model zoos write them (torchvision, timm, reference ResNets, RL encoders), small.
 
-:data:`ZOO` maps a name to ``(factory, input shape, family)``. Nothing here knows about symmetry.
+Chapter 2 and the tests try the symmetry search on them; :data:`ZOO` maps a name to ``(factory, input shape,
+family)``. Nothing here knows about symmetry; the book's experiments train ``noether_lib.models`` instead.
 """
 
 from __future__ import annotations

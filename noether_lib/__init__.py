@@ -4,37 +4,43 @@ The book is an executable companion to Tanaka & Kunin (2021), *Noether's Learnin
 Role of Symmetry Breaking in Neural Networks*. Every formula the book uses lives here once,
 with a docstring naming the paper's equation; the notebooks import it.
 
-Module plan (one concept of the paper per module, imported downwards only):
+Module plan (one concept of the paper per module or package, imported downwards only):
 
 Bottom layer:
 
+- ``noether_lib.learning_rule``: the learning rule's constants (time scale, mass, damping of Eq. 3) and the one
+  hyperparameter validator.
 - ``noether_lib.mechanics``: Lagrangians (Kanai, Bregman, the SGD Lagrangian of Eq. 4), Euler--Lagrange
-  equations with sympy, Table 1 and the symbolic derivation of the modified equation (Eqs. 1--4).
-- ``noether_lib.modified_equation``: the continuous-time models (gradient flow, the modified equation of Eq. 3
-  with its mass, damping and time scale) and their integrators, with the matched initial velocity.
-- ``noether_lib.rules``: discrete learning rules: gradient descent, heavy-ball momentum with weight decay
-  and dampening (PyTorch's convention), mirror descent.
-- ``noether_lib.symmetry``: symmetry groups (translation, scale, rescale, rotation), their generators,
-  discovery of symmetric parameter groups from a model's graph, and numerical verification.
-- ``noether_lib.kinetic``: kinetic energies (Euclidean, diagonal, general metric) and their symmetry
-  tests (Eqs. 5--7).
-- ``noether_lib.models``: the networks the book trains (MLP, VGG, ResNet).
-- ``noether_lib.data``: scikit-learn's digits, shipped with the package.
-- ``noether_lib.datasets``: Tiny ImageNet and CIFAR-10 read from a local folder (Pillow and numpy, no downloads).
-- ``noether_lib.reproducibility``: seeding, deterministic settings, thread counts.
-- ``noether_lib.tolerances``: every tolerance the book asserts, named once.
+  equations with sympy, Table 1, the symbolic derivation of the modified equation (Eqs. 1--4), least action.
+- ``noether_lib.modified_equation``: gradient flow and the modified equation of Eq. 3, their integrators, the
+  matched initial velocity.
+- ``noether_lib.rules``: discrete learning rules (gradient descent, heavy ball in PyTorch's convention, mirror
+  descent).
+- ``noether_lib.symmetry``: symmetry groups and their actions, discovery from a model's graph (torch.fx), and
+  numerical verification (package: ``groups``, ``actions``, ``graph``, ``search``, ``attention``, ``discovery``,
+  ``verification``).
+- ``noether_lib.kinetic``: kinetic energies and their symmetry tests (Eqs. 5--7).
+- ``noether_lib.scale_equivalence``: training a dilated network is training the original one with rescaled
+  learning rate and weight decay.
+- ``noether_lib.models``, ``noether_lib.zoo``: the networks the book trains, and architectures written in the style
+  of public model zoos. ``noether_lib.data`` (``noether_lib.datasets``): digits, Tiny ImageNet, CIFAR-10 from a
+  local folder.
+- ``noether_lib.reproducibility``, ``noether_lib.tolerances`` (every tolerance, named once), ``noether_lib.checks``
+  (an agreement asserted next to its control), ``noether_lib.schema`` (the charges table's columns).
 
 Middle layer:
 
-- ``noether_lib.noether``: Noether charges, Noether's learning dynamics (Eqs. 8--13) and the exact
-  discrete and continuous predictions for each symmetry.
-- ``noether_lib.tracking``: an online recorder of charges during training.
-- ``noether_lib.normalization``: polar form of scale-invariant weights, the effective learning rate, the
-  norm equation and its closed form (Eqs. 14--17), RMSProp (Eq. 18) and the filter-norm constraint.
+- ``noether_lib.noether``: Noether charges, Noether's learning dynamics (Eqs. 8--13) and the exact discrete and
+  continuous predictions (package: ``symbolic``, ``coefficients``, ``discrete``, ``continuous``, ``compare``).
+- ``noether_lib.tracking``: the online recorder of charges for any optimizer, schedule and precision.
+- ``noether_lib.normalization``: polar form, the norm equation and its closed form (Eqs. 14--17), the exact
+  sphere equivalence, RMSProp (Eq. 18), the filter-norm constraint; ``noether_lib.loss_curves``.
+- Beyond the paper (chapter 6): ``adaptive_metric``, ``rotation``, ``epsilon_breaking``, ``exponential_lr``,
+  ``implicit_regularization``, ``nesterov``.
 
 Top layer:
 
-- ``noether_lib.experiments``: presets, the experiment runner and its command line.
+- ``noether_lib.experiments``: presets, keyed and locked runs, the runner, statistics, reports, the command line.
 
 Apart:
 

@@ -310,29 +310,7 @@ def test_prose_has_no_tag_and_no_unglued_numbers(path: Path):
     assert not typed, f"{_id(path)}: numbers typed in the prose (glue them, or allow-list them): {typed}"
 
 
-#: Pages whose prose still retypes values their code sets, each to be glued by its owner (issue 11); listed so that
-#: the check runs on every other page now. A page that no longer needs its entry passes as an unexpected success.
-PENDING_TYPED_SETTINGS: set[str] = {
-    "book/ch2/symmetry.ipynb",
-    "book/ch6/adam.ipynb",
-    "book/ch6/epsilon.ipynb",
-    "book/ch6/exponential_lr.ipynb",
-    "book/ch6/implicit_regularization.ipynb",
-    "book/ch6/nesterov.ipynb",
-    "book/ch6/rotation.ipynb",
-}
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(p, marks=pytest.mark.xfail(reason="values typed in the prose, pending (issue 11)"))
-        if _id(p) in PENDING_TYPED_SETTINGS
-        else p
-        for p in notebooks()
-    ],
-    ids=_id,
-)
+@pytest.mark.parametrize("path", notebooks(), ids=_id)
 def test_prose_does_not_retype_what_the_code_sets(path: Path):
     numbers = code_numbers(code_cells(path))
     allowed = ALLOWED_NUMBERS.get(_id(path), {})

@@ -277,6 +277,41 @@ def test_notebook_is_stored_clean(path: Path):
     assert "widgets" not in nb.metadata, f"{_id(path)}: stores widget state"
 
 
+BOOKKEEPING_CALLS = {"glue", "glue_number"}
+HIDING_TAGS = ("remove-cell", "remove-input", "hide-cell", "hide-input")
+
+
+def is_bookkeeping(source: str) -> bool:
+    """A cell that only glues values for the prose: every statement is a call of ``glue`` or ``glue_number``."""
+    try:
+        tree = ast.parse(_python(source))
+    except SyntaxError:
+        return False
+    calls = [s.value for s in tree.body if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call)]
+    names = [getattr(c.func, "id", getattr(c.func, "attr", None)) for c in calls]
+    return bool(tree.body) and len(calls) == len(tree.body) and all(n in BOOKKEEPING_CALLS for n in names)
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=_id)
+def test_bookkeeping_cells_are_hidden(path: Path):
+    """Glue-only cells are bookkeeping: the rendered page hides them (the printed checks stay visible)."""
+    cells = nbformat.read(path, as_version=4).cells
+    shown = [
+        i
+        for i, c in enumerate(cells)
+        if c.cell_type == "code"
+        and is_bookkeeping(c.source)
+        and not any(t in c.metadata.get("tags", []) for t in HIDING_TAGS)
+    ]
+    assert not shown, f"{_id(path)}: glue-only code cells {shown} are shown; tag them remove-cell"
+
+
+def test_is_bookkeeping_tells_glue_from_code():
+    assert is_bookkeeping('glue("a", 1)\nglue_number("b", x)')
+    assert not is_bookkeeping('glue("a", 1)\nprint(a)')
+    assert not is_bookkeeping("x = 1")
+
+
 @pytest.mark.parametrize("path", notebooks(), ids=_id)
 def test_every_figure_is_exported_under_its_label(path: Path):
     """So that the built book can link each figure's PDF, SVG, PNG and data (``book/_ext/citing.py``)."""

@@ -83,6 +83,37 @@ def _paper_sweeps(
     )
 
 
+def _vgg11_base(name: str, dataset: str) -> ExperimentConfig:
+    """The paper's training set-up (VGG-11 with batch norm, 30 epochs, SGD with momentum), on ``dataset``."""
+    return ExperimentConfig(
+        name=name,
+        dataset=dataset,
+        model="vgg11",
+        batch_norm=True,
+        augment=True,
+        epochs=30,
+        batch_size=128,
+        lr=0.01,
+        momentum=0.9,
+        weight_decay=5e-4,
+        track_every=10,
+        track_units=8,
+        checkpoint_every=500,
+    )
+
+
+#: The paper's four sweeps on VGG-11 (shared by ``paper`` and its CIFAR-10 proxy).
+_VGG11_SWEEPS = _paper_sweeps(
+    lrs=(0.001, 0.003, 0.01, 0.03),
+    momenta=(0.0, 0.5, 0.9),
+    decays=(0.0, 1e-4, 5e-4, 1e-3),
+    drops=(0.5, 5 / 6),
+    seeds=tuple(range(5)),
+    lr=0.01,
+    decay=5e-4,
+)
+
+
 _COMMON_CHOICES = (
     "momentum 0.9 and weight decay 5e-4 wherever the swept quantity is another one",
     "the values of the weight-decay grid (the paper gives none; its theory quotes k ~ 1e-4)",
@@ -123,30 +154,8 @@ PRESETS: dict[str, Preset] = {
     "cifar10": Preset(
         name="cifar10",
         description="between ci and paper: VGG-11 with batch norm on CIFAR-10 (32x32, 10 classes), a declared proxy",
-        base=ExperimentConfig(
-            name="cifar10",
-            dataset="cifar10",
-            model="vgg11",
-            batch_norm=True,
-            augment=True,
-            epochs=30,
-            batch_size=128,
-            lr=0.01,
-            momentum=0.9,
-            weight_decay=5e-4,
-            track_every=10,
-            track_units=8,
-            checkpoint_every=500,
-        ),
-        sweeps=_paper_sweeps(
-            lrs=(0.001, 0.003, 0.01, 0.03),
-            momenta=(0.0, 0.5, 0.9),
-            decays=(0.0, 1e-4, 5e-4, 1e-3),
-            drops=(0.5, 5 / 6),
-            seeds=tuple(range(5)),
-            lr=0.01,
-            decay=5e-4,
-        ),
+        base=_vgg11_base("cifar10", "cifar10"),
+        sweeps=_VGG11_SWEEPS,
         book_choices=_COMMON_CHOICES
         + (
             "CIFAR-10 itself: a proxy for Tiny ImageNet",
@@ -156,30 +165,8 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         name="paper",
         description="the paper's setting: VGG-11 with batch norm on Tiny ImageNet (64x64, 200 classes)",
-        base=ExperimentConfig(
-            name="paper",
-            dataset="tiny-imagenet",
-            model="vgg11",
-            batch_norm=True,
-            augment=True,
-            epochs=30,
-            batch_size=128,
-            lr=0.01,
-            momentum=0.9,
-            weight_decay=5e-4,
-            track_every=10,
-            track_units=8,
-            checkpoint_every=500,
-        ),
-        sweeps=_paper_sweeps(
-            lrs=(0.001, 0.003, 0.01, 0.03),
-            momenta=(0.0, 0.5, 0.9),
-            decays=(0.0, 1e-4, 5e-4, 1e-3),
-            drops=(0.5, 5 / 6),
-            seeds=tuple(range(5)),
-            lr=0.01,
-            decay=5e-4,
-        ),
+        base=_vgg11_base("paper", "tiny-imagenet"),
+        sweeps=_VGG11_SWEEPS,
         book_choices=_COMMON_CHOICES
         + (
             "the learning-rate grid between the paper's ends 0.001 and 0.03",

@@ -324,6 +324,20 @@ def test_every_figure_is_exported_under_its_label(path: Path):
     assert not missing, f"{_id(path)}: figures not exported with export_figure(fig, label): {missing}"
 
 
+@pytest.mark.parametrize("path", notebooks(), ids=_id)
+def test_every_exported_figure_is_a_captioned_figure(path: Path):
+    """The converse: a cell exporting ``fig-x`` shows it as the figure ``fig-x`` with a caption (its metadata)."""
+    unnamed = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+        for label in re.findall(r"export_figure\(\s*\w+\s*,\s*[\"'](fig-[\w-]+)[\"']", cell.source):
+            if figure.get("name") != label or not figure.get("caption"):
+                unnamed.append(label)
+    assert not unnamed, f"{_id(path)}: exported figures without mystnb.figure name and caption: {unnamed}"
+
+
 @pytest.mark.parametrize("path", library_files(), ids=_id)
 def test_library_follows_the_style(path: Path):
     source = path.read_text(encoding="utf-8")

@@ -13,7 +13,7 @@ from typing import TypeAlias
 
 import sympy as sp
 
-#: A hyperparameter: a number, or a sympy expression when the constants enter a Lagrangian.
+#: A hyperparameter, which is a number, or a sympy expression when the constants enter a Lagrangian.
 Scalar: TypeAlias = float | sp.Expr
 
 __all__ = [

@@ -100,8 +100,8 @@ def new_figure(
     return plt.subplots(nrows, ncols, figsize=(w, max(h, 1.8)), **kwargs)
 
 
-#: Where, inside the repository checkout, exported figures go: a folder of the build output, never the source
-#: tree. The built book serves its ``figures/`` subfolder as ``_static/figures`` (``book/_ext/citing.py``).
+#: The folder of the build output (never the source tree) that exported figures go to, inside the repository
+#: checkout. The built book serves its ``figures/`` subfolder as ``_static/figures`` (``book/_ext/citing.py``).
 EXPORT_ROOT: tuple[str, ...] = ("_build", "exports")
 
 

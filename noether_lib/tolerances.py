@@ -6,15 +6,15 @@ helpers live in :mod:`noether_lib.checks` (``assert_within`` is re-exported here
 
 from __future__ import annotations
 
-from noether_lib.checks import assert_within
+from noether_lib.checks import assert_within as assert_within  # re-exported for old imports
 
-__all__ = ["SYMBOLIC_ZERO", "FLOAT64_EXACT", "INTEGRATOR_DRIFT", "assert_within"]
+__all__ = ["SYMBOLIC_ZERO", "FLOAT64_EXACT", "INTEGRATOR_DRIFT"]
 
 #: Symbolic identities must simplify to exactly zero; this is only used for numeric spot checks
 #: of sympy expressions evaluated at random points in float64.
 SYMBOLIC_ZERO: float = 1e-12
 
-#: Exact discrete recursions and identities evaluated in float64 (relative error): the values measured are 1e-16 to
+#: Exact discrete recursions and identities evaluated in float64 (relative error); the values measured are 1e-16 to
 #: 1e-11 (round-off accumulated over a run), while the same recursion in float32 misses by about 1e-7, so 1e-10 tells
 #: the two precisions apart (``tests/test_rules.py`` checks that a float32 computation fails it).
 FLOAT64_EXACT: float = 1e-10

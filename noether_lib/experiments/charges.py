@@ -25,7 +25,7 @@ from noether_lib.tracking import NoetherTracker
 
 __all__ = ["ChargeRecorder", "layer_sums", "STRETCH_ROWS"]
 
-#: Recorded steps per stretch: at the paper's scale (about 3,000 units) a stretch holds about 15 MB on the host.
+#: Recorded steps per stretch; at the paper's scale (about 3,000 units) a stretch holds about 15 MB on the host.
 STRETCH_ROWS: int = 64
 
 #: Numeric columns that are the same for every unit of a group at one step (as are the non-numeric ones); the other

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from noether_lib.experiments.config import ConfigError, ExperimentConfig, Sweep
+from noether_lib.experiments.config import ConfigError, DatasetName, ExperimentConfig, Sweep
 
 __all__ = ["Preset", "PRESETS", "get_preset"]
 
@@ -83,7 +83,7 @@ def _paper_sweeps(
     )
 
 
-def _vgg11_base(name: str, dataset: str) -> ExperimentConfig:
+def _vgg11_base(name: str, dataset: DatasetName) -> ExperimentConfig:
     """The paper's training set-up (VGG-11 with batch norm, 30 epochs, SGD with momentum), on ``dataset``."""
     return ExperimentConfig(
         name=name,

@@ -39,6 +39,7 @@ from noether_lib.experiments.config import ExperimentConfig
 
 __all__ = [
     "RunResult",
+    "book_results",
     "CsvLog",
     "write_part",
     "read_parts",
@@ -251,12 +252,12 @@ class RunResult:
 
     @functools.cached_property
     def metrics(self) -> pd.DataFrame:
-        """One row per optimiser step: ``step, epoch, lr, loss, accuracy``."""
+        """One row per optimiser step, with the columns ``step, epoch, lr, loss, accuracy``."""
         return _read_csv(self.run_dir / METRICS)
 
     @functools.cached_property
     def evaluation(self) -> pd.DataFrame:
-        """One row per evaluated epoch: ``epoch, step, test_loss, test_accuracy``."""
+        """One row per evaluated epoch, with the columns ``epoch, step, test_loss, test_accuracy``."""
         return _read_csv(self.run_dir / EVALUATION)
 
     @functools.cached_property

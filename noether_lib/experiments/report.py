@@ -52,7 +52,7 @@ SWEPT: dict[str, str] = {
     "weight-decay": "weight_decay",
 }
 
-#: The outcomes compared across conditions: final test loss and final test accuracy.
+#: The outcomes compared across conditions, the final test loss and final test accuracy.
 METRICS_OF_RUNS: tuple[str, ...] = ("final_test_loss", "final_test_accuracy")
 
 

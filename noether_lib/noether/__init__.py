@@ -1,10 +1,10 @@
 """Noether charges and Noether's learning dynamics (Sec. 3 of the paper, Eqs. 8--13), and their predictions.
 
-* :mod:`~noether_lib.noether.symbolic`: the charge, Eq. 8, NLD and the overdamped limit, with sympy;
-* :mod:`~noether_lib.noether.coefficients`: the charge equation :math:`m\\ddot C+\\mu\\dot C+\\omega C=F` and checks;
-* :mod:`~noether_lib.noether.discrete`: the exact recursions (any learning-rate sequence) and the identity;
-* :mod:`~noether_lib.noether.continuous`: the modified equation (Eq. 3), its overdamped limit and gradient flow;
-* :mod:`~noether_lib.noether.compare`: the predictions applied to a tracker's table, and their errors.
+* ``symbolic``: the charge, Eq. 8, NLD and the overdamped limit, with sympy;
+* ``coefficients``: the charge equation :math:`m\\ddot C+\\mu\\dot C+\\omega C=F` and checks;
+* ``discrete``: the exact recursions (any learning-rate sequence) and the identity;
+* ``continuous``: the modified equation (Eq. 3), its overdamped limit and gradient flow;
+* ``compare``: the predictions applied to a tracker's table, and their errors.
 
 Everything public is importable from ``noether_lib.noether``.
 """

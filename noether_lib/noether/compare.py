@@ -4,7 +4,7 @@
 others do not (``table.attrs["refused"]``); :func:`prediction_errors` measures each against the size of the
 weights.
 
-Which predictions exist for which run (:data:`PREDICTIONS`):
+Which predictions exist for which run (``PREDICTIONS``):
 
 * ``identity`` (:func:`~noether_lib.noether.discrete.charge_identity`): every optimizer and precision;
 * ``exact`` (the symmetric recursion, :math:`\\gamma=0`) and ``exact_broken`` (with the recorded
@@ -153,7 +153,7 @@ def _group_predictions(
 
 
 def predict_charges(table: pd.DataFrame, predictions: tuple[str, ...] | None = None) -> pd.DataFrame:
-    """Add the predictions of :data:`PREDICTIONS` that exist for the recorded run to a tracker's table.
+    """Add the predictions of ``PREDICTIONS`` that exist for the recorded run to a tracker's table.
 
     ``table`` is :meth:`noether_lib.tracking.NoetherTracker.table` recorded every step: per group and unit, row
     ``step = n`` holds :math:`C_n` (``charge``) and the records of the step :math:`n-1\\to n`. Each prediction starts

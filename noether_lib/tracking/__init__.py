@@ -1,9 +1,9 @@
 """Recording Noether charges online during training (any ``torch.optim`` optimizer, any schedule, any precision).
 
-* :mod:`~noether_lib.tracking.tracker`: :class:`NoetherTracker`, recording inside the optimizer's step hooks;
-* :mod:`~noether_lib.tracking.optimizers`: which optimizers record (all) and which predictions exist for each;
-* :mod:`~noether_lib.tracking.layout`: the per-unit reductions, in chunks;
-* :mod:`~noether_lib.tracking.records`: the charges table (:mod:`noether_lib.schema`), saving and loading it.
+* ``tracker``: :class:`NoetherTracker`, recording inside the optimizer's step hooks;
+* ``optimizers``: which optimizers record (all) and which predictions exist for each;
+* ``layout``: the per-unit reductions, in chunks;
+* ``records``: the charges table (:mod:`noether_lib.schema`), saving and loading it.
 """
 
 from __future__ import annotations

@@ -306,6 +306,47 @@ def test_bookkeeping_cells_are_hidden(path: Path):
     assert not shown, f"{_id(path)}: glue-only code cells {shown} are shown; tag them remove-cell"
 
 
+RETURNING_CHECKS = {"glue_number", "assert_discriminates", "assert_within"}
+
+
+def displays_a_check_value(source: str) -> bool:
+    """Whether a cell ends with a bare call of a check or ``glue_number``, whose return value the page would show."""
+    if source.rstrip().endswith(";"):
+        return False
+    try:
+        tree = ast.parse(_python(source))
+    except SyntaxError:
+        return False
+    last = tree.body[-1] if tree.body else None
+    if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)):
+        return False
+    after = _python(source).splitlines()[last.end_lineno - 1][last.end_col_offset :]
+    if after.lstrip().startswith(";"):
+        return False
+    return getattr(last.value.func, "id", getattr(last.value.func, "attr", None)) in RETURNING_CHECKS
+
+
+@pytest.mark.parametrize("path", notebooks(), ids=_id)
+def test_checks_do_not_display_their_return_values(path: Path):
+    """A check prints its verdict; the tuple or number it returns must not be shown again under it."""
+    cells = nbformat.read(path, as_version=4).cells
+    shown = [
+        i
+        for i, c in enumerate(cells)
+        if c.cell_type == "code"
+        and "remove-cell" not in c.metadata.get("tags", [])
+        and displays_a_check_value(c.source)
+    ]
+    assert not shown, f"{_id(path)}: cells {shown} end with a bare check or glue_number call; end them with ';'"
+
+
+def test_displays_a_check_value_control():
+    assert displays_a_check_value('assert_within("x", 0.0, 1.0)')
+    assert not displays_a_check_value('assert_within("x", 0.0, 1.0);')
+    assert not displays_a_check_value('assert_within("x", 0.0, 1.0);  # a comment')
+    assert not displays_a_check_value("print(1)")
+
+
 def test_is_bookkeeping_tells_glue_from_code():
     assert is_bookkeeping('glue("a", 1)\nglue_number("b", x)')
     assert not is_bookkeeping('glue("a", 1)\nprint(a)')

@@ -431,12 +431,13 @@ def test_conserved_quantity_is_what_is_recorded(tmp_path):
     seed_everything(SMALL.seed, threads=1)
     model = inputs.build_model(SMALL, split)
     groups = find_symmetries(model, split.x_train[:8])
-    params = dict(model.named_parameters())
+    params = {name: p.detach().double() for name, p in model.named_parameters()}
     initial = result.charges[result.charges["step"] == 0]
     for group in groups:
-        recorded = initial[initial["group"] == group.name]["charge"].to_numpy()
-        expected = conserved_quantity(group, params).detach().double().numpy()
-        assert recorded == pytest.approx(expected, rel=1e-6)
+        rows = initial[initial["group"] == group.name]
+        expected = conserved_quantity(group, params).numpy()
+        # a rescale charge is a difference of squared norms: float32 products err on the norms' scale
+        assert rows["charge"].to_numpy() == pytest.approx(expected, rel=1e-6, abs=1e-6 * float(rows["norm_sq"].max()))
 
 
 # ----------------------------------------------------------------------------------------------- CLI and report

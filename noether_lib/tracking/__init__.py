@@ -3,6 +3,7 @@
 * ``tracker``: :class:`NoetherTracker`, recording inside the optimizer's step hooks;
 * ``optimizers``: which optimizers record (all) and which predictions exist for each;
 * ``layout``: the per-unit reductions, in chunks;
+* ``kernel``: the same reductions as one compiled CPU loop (used where a C compiler is found);
 * ``records``: the charges table (:mod:`noether_lib.schema`), saving and loading it.
 """
 

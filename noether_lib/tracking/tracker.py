@@ -22,7 +22,9 @@ precision are recorded as they happened. Training in eval mode is refused (batch
 hold there) unless ``allow_eval=True``.
 
 Cost: one snapshot of the tracked weights (1x their memory), the reductions in chunks (no temporary larger than
-``tile_elements``), a float64 buffer of ``chunk`` rows on the device copied to the host when full.
+``tile_elements``), a float64 buffer of ``chunk`` rows on the device copied to the host when full. Each optimizer
+step's pre-hook reads the weights once: it measures the step before (from the snapshot) and this step's gradients
+and takes the new snapshot in the same pass, on the CPU in compiled code (:mod:`noether_lib.tracking.kernel`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ import torch
 import torch.nn.functional as F
 
 from noether_lib.symmetry import SymmetryError, SymmetryGroup, verify_symmetries
+from noether_lib.tracking import kernel as kernels
 from noether_lib.tracking import records
-from noether_lib.tracking.layout import GRAD, ROWS, UPDATE, Entry, Workspace, current_charges, plan, post_step, pre_step
+from noether_lib.tracking.layout import GRAD, GRAD_PROJ, ROWS, UPDATE, Entry, Workspace, measure, plan
 from noether_lib.tracking.optimizers import optimizer_label, read_hyperparameters
 
 __all__ = ["NoetherTracker", "unwrap_model"]
@@ -87,11 +90,15 @@ class NoetherTracker:
         loss_fn: the training loss, for ``verify`` (default cross-entropy).
         allow_eval: record optimizer steps taken in eval mode instead of refusing them.
         chunk: rows kept on the device before one copy to the host (default 1 on CPU, 64 on CUDA).
-        tile_elements: about the largest block reduced at once (bounds the temporaries; default 2**17 on CPU,
+        tile_elements: about the largest block reduced at once (bounds the temporaries; default 2**16 on CPU,
             2**24 on CUDA).
+        kernel: ``"auto"`` (the compiled CPU pass of ``noether_lib.tracking.kernel`` where it applies and a C
+            compiler exists, else PyTorch's), ``"compiled"`` (that pass, or an error saying why it is missing) or
+            ``"torch"`` (PyTorch operations only). The numbers agree to round-off; the compiled pass is faster.
 
     Raises:
-        ValueError: a parameter that is not optimised or frozen, ``every < 1``, no groups.
+        ValueError: a parameter that is not optimised or frozen, ``every < 1``, no groups, an unknown ``kernel``.
+        RuntimeError: ``kernel="compiled"`` where the compiled pass is not available.
         noether_lib.symmetry.SymmetryError: a group that does not fit the model's parameters or (with ``verify``)
             a symmetry the model does not have.
     """
@@ -109,6 +116,7 @@ class NoetherTracker:
         allow_eval: bool = False,
         chunk: int | None = None,
         tile_elements: int | None = None,
+        kernel: str = "auto",
     ) -> None:
         for name, value in (("every", every), ("chunk", chunk or 1), ("tile_elements", tile_elements or 1)):
             if not (isinstance(value, int) and value >= 1):
@@ -125,13 +133,15 @@ class NoetherTracker:
         if verify is not None:
             self._verify(groups, verify, loss_fn)
         device = params[groups[0].members[0].parameter].device
-        self._tile_elements = tile_elements or 1 << (24 if device.type == "cuda" else 17)
+        self._tile_elements = tile_elements or 1 << (24 if device.type == "cuda" else 16)
+        self._kernel = self._load_kernel(kernel)
         self._build(params, optimizer)
         chunk = chunk or (64 if device.type == "cuda" else 1)
         self._chunk = chunk
         self._device = device
         self._buffer = torch.zeros(chunk, len(ROWS), self._units, dtype=torch.float64, device=device)
         self._work = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
+        self._next = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
         self._window = torch.zeros(2, self._units, dtype=torch.float64, device=device) if every > 1 else None
         self._host: list[np.ndarray] = []
         self._filled = 0
@@ -143,7 +153,7 @@ class NoetherTracker:
         self._in_step = self._pending = False
         self._optimizer_label = optimizer_label(optimizer)
         initial = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
-        self._read_charges(initial)
+        measure(self._plans, self._workspace, weight_decay=self._weight_decays(), charges=initial, kernel=self._kernel)
         self._initial = initial[:3].cpu().numpy()
         self._initial_hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._hooks = [
@@ -152,6 +162,22 @@ class NoetherTracker:
         ]
 
     # -- setup ------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _load_kernel(choice: str) -> kernels.Kernel | None:
+        if choice not in ("auto", "compiled", "torch"):
+            raise ValueError(f"kernel must be 'auto', 'compiled' or 'torch', got {choice!r}")
+        if choice == "torch":
+            return None
+        loaded = kernels.load()
+        if loaded is None and choice == "compiled":
+            raise RuntimeError(f"the compiled tracker pass is not available: {kernels.unavailable_reason()}")
+        return loaded
+
+    @property
+    def kernel(self) -> str:
+        """Which pass measures the weights, ``"compiled"`` (for the parameters it covers) or ``"torch"``."""
+        return "compiled" if self._kernel is not None and any(pl.compiled for pl in self._plans) else "torch"
+
     def _check_groups(self, params: Mapping[str, torch.Tensor]) -> None:
         for group in self.groups:
             if group.kind not in _KINDS:
@@ -215,7 +241,7 @@ class NoetherTracker:
             dtypes.append({params[m.parameter].dtype for m in group.members})
             unit += group.num_units
         self._entries = [e for _, e in entries]
-        self._plans = plan(tensors, entries, self._tile_elements)
+        self._plans = plan(tensors, entries, self._tile_elements, self._kernel)
         self._workspace = Workspace(self._plans)
         self._units = unit
         self._param_groups = sorted({e.param_group for e in self._entries})
@@ -226,9 +252,6 @@ class NoetherTracker:
     def _weight_decays(self) -> list[float]:
         return [float(self.optimizer.param_groups[e.param_group].get("weight_decay", 0.0)) for e in self._entries]
 
-    def _read_charges(self, out: torch.Tensor) -> None:
-        current_charges(self._plans, out, self._weight_decays(), self._workspace)
-
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if not self.allow_eval and not self.model.training:
             raise RuntimeError(
@@ -236,29 +259,51 @@ class NoetherTracker:
                 "symmetries do not hold, so the recorded charges would not be the ones the predictions describe. "
                 "Call model.train() before training, or build the tracker with allow_eval=True"
             )
-        self._finish()
+        self._next.zero_()
+        if self._pending:  # the step before this one and this step's gradients, in one pass over the weights
+            self._finish(self._next)
+        else:
+            measure(
+                self._plans,
+                self._workspace,
+                weight_decay=self._weight_decays(),
+                gradients=self._next,
+                kernel=self._kernel,
+            )
         self._hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._work.zero_()
-        pre_step(self._plans, self._work, self._workspace)
+        self._work[[GRAD, GRAD_PROJ]] = self._next[[GRAD, GRAD_PROJ]]
         self._in_step = True
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._in_step:
             self._in_step, self._pending = False, True
 
-    def _finish(self) -> None:
+    def _finish(self, gradients: torch.Tensor | None = None) -> None:
         """Measure the step taken: called lazily (by the next step, :meth:`step`, :meth:`table`, ...), so that what
-        the loop does to the weights between optimizer steps (a projection, a constraint) counts in the update."""
+        the loop does to the weights between optimizer steps (a projection, a constraint) counts in the update.
+        Called by the next step's pre-hook, the same pass adds that step's gradient rows into ``gradients`` and
+        takes its snapshot."""
         if not self._pending:
             return
         self._pending = False
-        groups = self.optimizer.param_groups
-        buffers: list[torch.Tensor | None] = [None] * len(self._entries)
-        for pl in self._plans:
-            for e in pl.entries:
-                if groups[e.param_group].get("nesterov", False):
-                    buffers[e.index] = self.optimizer.state.get(pl.param, {}).get("momentum_buffer")
-        post_step(self._plans, self._work, self._weight_decays(), buffers, self._workspace)
+        groups, state = self.optimizer.param_groups, self.optimizer.state
+        buffers = {
+            i: state[pl.param]["momentum_buffer"]
+            for i, pl in enumerate(self._plans)
+            if any(groups[e.param_group].get("nesterov", False) for e in pl.entries)
+            and state.get(pl.param, {}).get("momentum_buffer") is not None
+        }
+        measure(
+            self._plans,
+            self._workspace,
+            weight_decay=self._weight_decays(),
+            charges=self._work,
+            update=True,
+            buffers=buffers,
+            gradients=gradients,
+            kernel=self._kernel,
+        )
         self._step += 1
         self._window_steps += 1
         assert self._hyper is not None

@@ -81,7 +81,9 @@ def _held_bytes(tracker: NoetherTracker) -> int:
     return extra + sum(t.numel() * t.element_size() for t in tensors)
 
 
-def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: int, warmup: int) -> dict:
+def measure(
+    case: str, device: torch.device, *, batch: int, reps: int, steps: int, warmup: int, kernel: str = "auto"
+) -> dict:
     build, x, y, dtype = make_case(case, device, batch)
     torch.manual_seed(0)
     plain_model, tracked_model = build().to(device, dtype), build().to(device, dtype)
@@ -113,7 +115,7 @@ def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: in
     sync()
     rss0 = _rss_bytes()
     cuda0 = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
-    tracker = NoetherTracker(tracked_model, tracked_opt, groups)
+    tracker = NoetherTracker(tracked_model, tracked_opt, groups, kernel=kernel)
     sync()
     rss_construct = _rss_bytes() - rss0
     cuda_construct = torch.cuda.memory_allocated(device) - cuda0 if device.type == "cuda" else 0
@@ -182,6 +184,7 @@ def measure(case: str, device: torch.device, *, batch: int, reps: int, steps: in
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "kernel": tracker.kernel,
         "batch": batch,
         "dtype": str(dtype),
         "reps": reps,
@@ -222,6 +225,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="blocks before measuring")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--kernel", default="auto", choices=("auto", "compiled", "torch"), help="the tracker's pass (NoetherTracker)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     cases = args.case or (["vgg11"] + (["vgg16-bn-bf16"] if torch.cuda.is_available() else []))
@@ -229,10 +235,12 @@ def main() -> None:
     for case in cases:
         default = "cuda" if case == "vgg16-bn-bf16" else "cpu"
         device = torch.device(args.device or default)
-        r = measure(case, device, batch=args.batch, reps=args.reps, steps=args.steps, warmup=args.warmup)
+        r = measure(
+            case, device, batch=args.batch, reps=args.reps, steps=args.steps, warmup=args.warmup, kernel=args.kernel
+        )
         results.append(r)
         print(
-            f"{case} ({r['dtype']}) on {r['device_name']} ({r['threads']} thread(s)), batch {r['batch']}, "
+            f"{case} ({r['dtype']}) on {r['device_name']} ({r['threads']} thread(s)), {r['kernel']} pass, batch {r['batch']}, "
             f"{r['tracked_parameters'] / 1e6:.2f} M tracked weights in {r['groups']} groups / {r['units']} units\n"
             f"  memory: tracker holds {r['held_ratio']:.2f}x the tracked parameters; construction added "
             f"{r['construction_ratio']:.2f}x, the tracker's own steps {r['own_steps_ratio']:.2f}x more\n"

@@ -188,7 +188,7 @@ def plan(
         for e in pl.entries:
             if e.dim == 0 and e.units > 1:
                 step = math.lcm(step, length // e.units)
-        pl.rows = max(step, (tile_elements // row) // step * step)
+        pl.rows = min(max(step, (tile_elements // row) // step * step), length)
         cdt = compute_dtype(p.dtype)
         most = len(_slots(pl, update=True, gradients=True, momentum=True))
         pl.compiled = kernel is not None and _compilable(pl)

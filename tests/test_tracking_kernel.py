@@ -145,3 +145,28 @@ def test_the_environment_switch_and_a_bad_choice(monkeypatch):
         kernels.load.cache_clear()
     with pytest.raises(ValueError, match="kernel must be"):
         record(torch.float64, "fast")
+
+
+@pytest.mark.parametrize("kernel", ["auto", "torch"])
+def test_weights_whose_storage_is_replaced_are_still_measured(kernel):
+    """``p.data = ...`` (a new storage, as some weight-surgery code does) between steps: both passes read the new
+    weights, not a stale view of the old ones; a parameter that changes shape is refused."""
+    torch.manual_seed(0)
+    model = SmallConvNet().double()
+    groups = find_symmetries(model, data(torch.float64)[0][0])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    tracker = NoetherTracker(model, optimizer, groups, kernel=kernel, tile_elements=40)
+    reference = Reference(model, optimizer)
+    for n, (x, y) in enumerate(data(torch.float64)):
+        if n == 3:
+            for p in model.parameters():
+                p.data = p.data.clone()
+        optimizer.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        reference.before_step()
+        optimizer.step()
+        reference.after_step()
+    assert_matches_reference(tracker.table(), reference, groups=groups, rtol=1e-10)
+    model.features[0].weight.data = torch.zeros(2, 3, 3, 3, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="changed from"):
+        optimizer.step()  # the tracker's pre-step hook refuses before the optimizer runs

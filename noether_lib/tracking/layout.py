@@ -136,8 +136,8 @@ class Plan:
         return [(r, min(r + self.rows, self.length)) for r in range(0, self.length, self.rows)]
 
     def views(self, work: Workspace) -> list[TileView]:
-        """The plan's tiles, with their views (made on first use)."""
-        if self._views is None:
+        """The plan's tiles, with their views (made on first use, and again when the weights' storage changed)."""
+        if self._views is None or self._views[0].q.data_ptr() != _tile(self.param, 0, self.rows).data_ptr():
             cdt = compute_dtype(self.param.dtype)
             self._views = []
             count = stack_size(self) - _spare(self)
@@ -309,6 +309,11 @@ def measure(
     """
     buffers = buffers or {}
     for index, pl in enumerate(plans):
+        if pl.param.shape != pl.snapshot.shape or pl.param.dtype != pl.snapshot.dtype:
+            raise RuntimeError(
+                f"a tracked parameter changed from {tuple(pl.snapshot.shape)} {pl.snapshot.dtype} to "
+                f"{tuple(pl.param.shape)} {pl.param.dtype} after the tracker was built; build a new NoetherTracker"
+            )
         grad = pl.param.grad if gradients is not None else None
         buffer = buffers.get(index) if update else None
         slots = _slots(pl, update=update, gradients=grad is not None, momentum=buffer is not None)
@@ -331,6 +336,8 @@ def _compiled(
 ) -> bool:
     """The plan's pass by the compiled kernel; ``False`` (nothing done) where a gradient or buffer does not fit it."""
     p = pl.param.detach()
+    if not p.is_contiguous():
+        return False
     for other in (grad, buffer):
         if other is not None and (other.dtype != p.dtype or other.shape != p.shape or not other.is_contiguous()):
             return False

@@ -18,7 +18,7 @@ Bottom layer:
   descent).
 - ``noether_lib.symmetry``: symmetry groups and their actions, discovery from a model's graph (torch.fx), and
   numerical verification (package: ``groups``, ``actions``, ``graph``, ``search``, ``attention``, ``discovery``,
-  ``verification``).
+  ``verification``, ``toys``).
 - ``noether_lib.kinetic``: kinetic energies and their symmetry tests (Eqs. 5--7).
 - ``noether_lib.scale_equivalence``: training a dilated network is training the original one with rescaled
   learning rate and weight decay.

@@ -8,7 +8,10 @@
 * ``noether_lib.symmetry.discovery``: :func:`find_symmetries` reads the groups off a model's graph
   (:mod:`torch.fx`; the walks are in ``noether_lib.symmetry.search`` and ``noether_lib.symmetry.graph``).
 * ``noether_lib.symmetry.verification``: :func:`verify_symmetries` and :func:`check_symmetry` prove them
-  numerically on a float64 copy of the model and raise :class:`SymmetryError` where one fails.
+  numerically on a float64 copy of the model and raise :class:`SymmetryError` where one fails;
+  :func:`orbit_loss_changes` follows the loss along a whole orbit (or a random line, the control).
+* ``noether_lib.symmetry.toys``: the two-parameter toys of chapter 2 (:class:`PlaneToy`, :func:`plane_toys`), their
+  gradient flows and conserved quantities.
 """
 
 from __future__ import annotations
@@ -33,7 +36,15 @@ from noether_lib.symmetry.groups import (
     SymmetryKind,
     conserved_quantity,
 )
-from noether_lib.symmetry.verification import SymmetryCheck, check_symmetry, verify_symmetries
+from noether_lib.symmetry.toys import (
+    CONTROL_KINDS,
+    PlaneToy,
+    plane_toys,
+    rescale_toy_loss,
+    scale_toy_loss,
+    translation_toy_loss,
+)
+from noether_lib.symmetry.verification import SymmetryCheck, check_symmetry, orbit_loss_changes, verify_symmetries
 
 __all__ = [
     "SymmetryKind",
@@ -59,4 +70,11 @@ __all__ = [
     "SymmetryCheck",
     "check_symmetry",
     "verify_symmetries",
+    "orbit_loss_changes",
+    "PlaneToy",
+    "plane_toys",
+    "translation_toy_loss",
+    "scale_toy_loss",
+    "rescale_toy_loss",
+    "CONTROL_KINDS",
 ]

@@ -1,4 +1,5 @@
-"""Numerical verification of symmetry groups on a model: :func:`verify_symmetries` and :func:`check_symmetry`.
+"""Numerical verification of symmetry groups on a model: :func:`verify_symmetries`, :func:`check_symmetry`, and
+the loss along a whole orbit, :func:`orbit_loss_changes`.
 
 A group is proven on one batch, on one float64 copy of the model, with the user's loss, by two tests that can
 fail: the loss must not change under a finite group element (each unit moved by its own amount), and the
@@ -16,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,14 @@ from noether_lib.symmetry.graph import NORMS, unwrap
 from noether_lib.symmetry.groups import SymmetryError, SymmetryGroup
 from noether_lib.tolerances import SYMMETRY_GRADIENT_COSINES, SYMMETRY_LOSS_RTOLS
 
-__all__ = ["VERIFICATION_EPSILON", "GENERIC_PERTURBATION", "SymmetryCheck", "check_symmetry", "verify_symmetries"]
+__all__ = [
+    "VERIFICATION_EPSILON",
+    "GENERIC_PERTURBATION",
+    "SymmetryCheck",
+    "check_symmetry",
+    "verify_symmetries",
+    "orbit_loss_changes",
+]
 
 #: The normalization :math:`\\epsilon` of the float64 copy that takes the verdict: far below any variance that
 #: float64 resolves (relative 1e-16 of unit-order activations), so the scale symmetry holds to round-off.
@@ -318,3 +327,38 @@ def verify_symmetries(
             f"normalization ε set to {VERIFICATION_EPSILON:.0e}, so ε is not the cause): {lines}"
         )
     return table
+
+
+def orbit_loss_changes(
+    model: torch.nn.Module,
+    group: SymmetryGroup | None,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    s: Sequence[float] | np.ndarray,
+    *,
+    loss_fn: Loss = F.cross_entropy,
+    mode: Literal["train", "eval"] = "train",
+    generator: torch.Generator | None = None,
+) -> np.ndarray:
+    """The relative loss change :math:`|f(Q(q,s))/f(q)-1|` along the orbit :math:`s\\mapsto Q(q,s)` of ``group``
+    (Eq. ``eq-ch2-symmetry`` says it vanishes), every unit moved by the same ``s``, one value per entry of ``s``.
+
+    It is taken at the model's own parameters on the float64 copy of :func:`check_symmetry` (normalization
+    :math:`\\epsilon` set to ``VERIFICATION_EPSILON``, dropout off). ``group=None`` is the control: the straight
+    line :math:`q+s\\,d` with :math:`d` random (drawn from ``generator``; seed 0 by default) in every parameter
+    tensor, each tensor's part scaled to its mean absolute entry.
+    """
+    verifier = _Verifier(model, inputs, targets, loss_fn, mode, generic=False)
+    params = verifier.params
+    if group is None:
+        generator = torch.Generator().manual_seed(_SEED) if generator is None else generator
+        direction = {
+            k: torch.randn(v.shape, generator=generator, dtype=v.dtype) * v.abs().mean() for k, v in params.items()
+        }
+        moved = [{k: v + float(t) * direction[k] for k, v in params.items()} for t in s]
+    else:
+        missing = [p for p in group.parameters if p not in params]
+        if missing:
+            raise SymmetryError(f"group {group.name!r} names parameters that {verifier.model_name} lacks: {missing}")
+        moved = [_act(group, params, float(t)) for t in s]
+    return np.array([verifier._change(p, exact=True) for p in moved])

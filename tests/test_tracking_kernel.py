@@ -105,8 +105,8 @@ def test_control_a_pass_that_keeps_a_stale_snapshot_is_rejected(monkeypatch):
 
     first: dict[int, torch.Tensor] = {}
 
-    def stale(self, flags, q, before, *args):
-        run(self, flags, q, before, *args)
+    def stale(self, flags, q, before, *args, **options):
+        run(self, flags, q, before, *args, **options)
         if flags[4]:  # a snapshot was taken: keep the first one
             before.copy_(first.setdefault(before.data_ptr(), before.clone()))
 
@@ -170,3 +170,29 @@ def test_weights_whose_storage_is_replaced_are_still_measured(kernel):
     model.features[0].weight.data = torch.zeros(2, 3, 3, 3, dtype=torch.float64)
     with pytest.raises(RuntimeError, match="changed from"):
         optimizer.step()  # the tracker's pre-step hook refuses before the optimizer runs
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_split_over_threads_give_the_same_sums(dtype):
+    """A large parameter is split by rows over threads: the row sums are the same numbers, the column sums the same
+    to round-off (added part by part), the snapshot the same; against float64 sums formed by PyTorch."""
+    compiled = kernels.load()
+    gen = torch.Generator().manual_seed(0)
+    rows, cols = 101, kernels.PARALLEL_ELEMENTS // 100 + 7
+    q, g = (torch.randn(rows, cols, generator=gen, dtype=dtype) for _ in range(2))
+    start = q + 1e-3 * torch.randn(rows, cols, generator=gen, dtype=dtype)
+    flags = (True, True, False, True, True, True)
+    out = {}
+    for threads in (1, 3):
+        before, row_out = start.clone(), torch.empty(5, rows, dtype=torch.float64)
+        col_out = torch.zeros(5, cols, dtype=torch.float64)
+        compiled.run(flags, q, before, g, None, row_out, col_out, threads=threads)
+        assert torch.equal(before, q)
+        out[threads] = row_out, col_out
+    assert torch.equal(out[1][0], out[3][0])
+    w = start - q
+    products = torch.stack([q * q, q * w, w * w, g * g, q * g]).double()
+    for got_rows, got_cols in out.values():
+        torch.testing.assert_close(got_rows, products.sum(2), rtol=1e-12, atol=1e-12 * rows)
+        torch.testing.assert_close(got_cols, products.sum(1), rtol=1e-12, atol=1e-12 * cols)

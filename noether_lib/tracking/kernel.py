@@ -25,12 +25,13 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["FLAGS", "Kernel", "load", "unavailable_reason"]
+__all__ = ["FLAGS", "PARALLEL_ELEMENTS", "Kernel", "load", "unavailable_reason"]
 
 #: What one pass computes, in the order of its output rows: ``qq`` (charges), ``qw`` and ``ww`` (update), ``wb``
 #: (momentum), ``gg`` and ``qg`` (gradients); ``snapshot`` also copies the weights into the snapshot, ``columns``
@@ -122,13 +123,29 @@ def source() -> str:
     return "\n\n".join(_variant(flags, ctype) for flags in combinations() for ctype in _TYPES.values())
 
 
+#: Parameters at least this large are split by rows over ``threads`` (each part's column sums added in order).
+PARALLEL_ELEMENTS = 1 << 18
+
+
 class Kernel:
-    """The loaded passes. ``run`` sums the products of ``q`` (2-D, contiguous) and writes them per row into
-    ``row_out`` ``(products, rows)`` and adds them per column into ``col_out`` ``(products, cols)``."""
+    """The loaded passes. ``run`` sums the products of ``q`` (2-D, contiguous; ``before``, ``g``, ``b`` alike) and
+    writes them per row into ``row_out`` ``(products, rows)`` and adds them per column into ``col_out``
+    ``(products, cols)``, with up to ``threads`` threads for a large ``q`` (the calls release the GIL)."""
 
     def __init__(self, library: ctypes.CDLL) -> None:
         self._library = library
         self._functions: dict[tuple, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._workers = 0
+
+    def _function(self, flags: tuple[bool, ...], dtype: torch.dtype) -> Any:
+        function = self._functions.get((flags, dtype))
+        if function is None:
+            function = getattr(self._library, "pass_" + "".join(str(int(f)) for f in flags) + "_" + _TYPES[dtype])
+            function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_void_p] * 2
+            function.restype = None
+            self._functions[(flags, dtype)] = function
+        return function
 
     def run(
         self,
@@ -139,26 +156,44 @@ class Kernel:
         b: torch.Tensor | None,
         row_out: torch.Tensor,
         col_out: torch.Tensor | None,
+        threads: int = 1,
     ) -> None:
-        key = (flags, q.dtype)
-        function = self._functions.get(key)
-        if function is None:
-            name = "pass_" + "".join(str(int(f)) for f in flags) + "_" + _TYPES[q.dtype]
-            function = getattr(self._library, name)
-            function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_long] * 2 + [ctypes.c_void_p] * 2
-            function.restype = None
-            self._functions[key] = function
-        rows = q.shape[0]
-        function(
-            q.data_ptr(),
-            before.data_ptr(),
-            None if g is None else g.data_ptr(),
-            None if b is None else b.data_ptr(),
-            rows,
-            q.numel() // rows,
-            row_out.data_ptr(),
-            None if col_out is None else col_out.data_ptr(),
-        )
+        function = self._function(flags, q.dtype)
+        rows, cols = q.shape
+
+        def call(r0: int, r1: int, row_part: torch.Tensor, col_part: torch.Tensor | None) -> None:
+            function(
+                q[r0].data_ptr(),
+                before[r0].data_ptr(),
+                None if g is None else g[r0].data_ptr(),
+                None if b is None else b[r0].data_ptr(),
+                r1 - r0,
+                cols,
+                row_part.data_ptr(),
+                None if col_part is None else col_part.data_ptr(),
+            )
+
+        parts = min(threads, rows // 2) if q.numel() >= PARALLEL_ELEMENTS else 1
+        if parts <= 1 or rows == 0:
+            if rows:
+                call(0, rows, row_out, col_out)
+            return
+        bounds = [rows * i // parts for i in range(parts + 1)]
+        row_parts = [row_out.new_empty(row_out.shape[0], r1 - r0) for r0, r1 in zip(bounds, bounds[1:])]
+        col_parts = [None if col_out is None else torch.zeros_like(col_out) for _ in row_parts]
+        if self._pool is None or self._workers < parts:
+            self._pool = ThreadPoolExecutor(max_workers=parts, thread_name_prefix="noether-tracker")
+            self._workers = parts
+        futures = [
+            self._pool.submit(call, r0, r1, row_part, col_part)
+            for (r0, r1), row_part, col_part in zip(zip(bounds, bounds[1:]), row_parts, col_parts)
+        ]
+        for future in futures:
+            future.result()
+        for (r0, r1), row_part, col_part in zip(zip(bounds, bounds[1:]), row_parts, col_parts):
+            row_out[:, r0:r1].copy_(row_part)
+            if col_out is not None and col_part is not None:
+                col_out.add_(col_part)
 
 
 _reason: dict[str, str] = {}

@@ -348,7 +348,9 @@ def _compiled(
     if column is not None:
         column.zero_()
     rows = p.shape[0]
-    kernel.run(flags, p.view(rows, -1), pl.snapshot.view(rows, -1), grad, buffer, pl.row_sums[:n], column)
+    g, b = (None if t is None else t.detach().view(rows, -1) for t in (grad, buffer))
+    q, before = p.view(rows, -1), pl.snapshot.view(rows, -1)
+    kernel.run(flags, q, before, g, b, pl.row_sums[:n], column, threads=torch.get_num_threads())
     return True
 
 

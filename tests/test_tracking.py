@@ -16,6 +16,7 @@ from noether_lib.schema import column_names
 from noether_lib.symmetry import Member, SymmetryError, SymmetryGroup
 from noether_lib.tolerances import FLOAT64_EXACT
 from noether_lib.tracking import NoetherTracker, load_tracking
+from noether_lib.tracking.layout import ROWS
 
 # -- the model, its groups (written by hand, so these tests do not depend on symmetry discovery) ------------------
 
@@ -120,19 +121,7 @@ class Reference:
 
     def columns(self, group: SymmetryGroup) -> dict[str, np.ndarray]:
         """Per column, an array (steps + 1, units); step 0's step columns are NaN."""
-        out: dict[str, list] = {
-            c: []
-            for c in (
-                "charge",
-                "norm_sq",
-                "decay_charge",
-                "update_signed_sq",
-                "projected_update",
-                "grad_signed_sq",
-                "grad_proj",
-                "update_momentum",
-            )
-        }
+        out: dict[str, list] = {c: [] for c in ROWS}
         nan = torch.full((group.num_units,), float("nan"), dtype=torch.float64)
         for n, after in enumerate(self.after):
             out["charge"].append(charge_of(group, after))
@@ -189,6 +178,14 @@ def wide(table: pd.DataFrame, group: str, column: str) -> np.ndarray:
 FACTORS = {"projected_update": "update_signed_sq", "grad_proj": "grad_signed_sq", "update_momentum": "update_signed_sq"}
 
 
+def _scale(expected: dict[str, np.ndarray], column: str) -> float:
+    want = expected[column]
+    scale = np.nanmax(np.abs(want)) if np.isfinite(want).any() else 1.0
+    if column in FACTORS:  # a projection that the symmetry makes ~0: measured on the size of its factors
+        scale = np.sqrt(np.nanmax(expected["norm_sq"]) * np.nanmax(np.abs(expected[FACTORS[column]])))
+    return max(float(scale), 1e-30)
+
+
 def assert_matches_reference(
     table: pd.DataFrame, reference: Reference, groups=GROUPS, rtol=1e-10, columns=None
 ) -> None:
@@ -196,12 +193,28 @@ def assert_matches_reference(
         expected = reference.columns(group)
         for column in columns or expected:
             got, want = wide(table, group.name, column), expected[column]
-            scale = np.nanmax(np.abs(want)) if np.isfinite(want).any() else 1.0
-            if column in FACTORS:  # a projection that the symmetry makes ~0: measured on the size of its factors
-                scale = np.sqrt(np.nanmax(expected["norm_sq"]) * np.nanmax(np.abs(expected[FACTORS[column]])))
             np.testing.assert_allclose(
-                got, want, rtol=rtol, atol=rtol * max(scale, 1e-30), equal_nan=True, err_msg=f"{group.name}: {column}"
+                got,
+                want,
+                rtol=rtol,
+                atol=rtol * _scale(expected, column),
+                equal_nan=True,
+                err_msg=f"{group.name}: {column}",
             )
+
+
+def reference_error(table: pd.DataFrame, reference: Reference, groups=GROUPS) -> float:
+    """The largest miss of ``table`` against the reference, per column relative to the scale
+    :func:`assert_matches_reference` uses (infinite where the missing values differ)."""
+    worst = 0.0
+    for group in groups:
+        expected = reference.columns(group)
+        for column, want in expected.items():
+            got = wide(table, group.name, column)
+            if got.shape != want.shape or not np.array_equal(np.isnan(got), np.isnan(want)):
+                return float("inf")
+            worst = max(worst, float(np.nanmax(np.abs(got - want), initial=0.0)) / _scale(expected, column))
+    return worst
 
 
 def exact_error(table: pd.DataFrame, prediction: str = "exact") -> float:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from test_tracking import Reference, assert_matches_reference
+from test_tracking import Reference, assert_matches_reference, reference_error
 
 from noether_lib.symmetry import find_symmetries
 from noether_lib.tracking import NoetherTracker
@@ -90,19 +90,25 @@ def test_both_passes_match_the_snapshots(dtype, rtol, nesterov):
     assert any(len(pl.tiles()) > 3 for pl in compiled._plans)  # and, for the PyTorch pass, cut into tiles
     torch_pass, torch_table, torch_reference, _ = record(dtype, "torch", nesterov=nesterov)
     assert torch_pass.kernel == "torch"
-    assert_matches_reference(table, reference, groups=groups, rtol=rtol)
-    assert_matches_reference(torch_table, torch_reference, groups=groups, rtol=rtol)
+    misses = {
+        "compiled": reference_error(table, reference, groups),
+        "torch": reference_error(torch_table, torch_reference, groups),
+    }
     gap = largest_gap(table, torch_table)
-    print(f"{dtype}, nesterov={nesterov}: compiled vs PyTorch pass differ by at most {gap:.1e} of a column's size")
-    assert gap <= rtol
+    print(
+        f"{dtype}, nesterov={nesterov}: against the snapshots {misses} (tolerance {rtol:.0e}); the two passes "
+        f"differ by at most {gap:.1e} of a column's size"
+    )
+    assert max(misses.values()) <= rtol and gap <= rtol
+    assert_matches_reference(table, reference, groups=groups, rtol=rtol)
 
 
 @needs_compiler
-def test_control_a_pass_that_keeps_a_stale_snapshot_is_rejected(monkeypatch):
-    """The same comparison rejects a compiled pass that never refreshes the snapshot (every update then measured
-    from the initial weights)."""
+@pytest.mark.parametrize("dtype, rtol", [(torch.float64, 1e-10), (torch.float32, 2e-6)])
+def test_control_a_pass_that_keeps_a_stale_snapshot_is_rejected(monkeypatch, dtype, rtol):
+    """The same comparison rejects a compiled pass that keeps its first snapshot (every update then measured from
+    the initial weights)."""
     run = kernels.Kernel.run
-
     first: dict[int, torch.Tensor] = {}
 
     def stale(self, flags, q, before, *args, **options):
@@ -111,10 +117,10 @@ def test_control_a_pass_that_keeps_a_stale_snapshot_is_rejected(monkeypatch):
             before.copy_(first.setdefault(before.data_ptr(), before.clone()))
 
     monkeypatch.setattr(kernels.Kernel, "run", stale)
-    _, table, reference, groups = record(torch.float64, "compiled")
-    with pytest.raises(AssertionError, match="update_signed_sq|projected_update") as miss:
-        assert_matches_reference(table, reference, groups=groups, rtol=1e-10)
-    print("\n".join(str(miss.value).splitlines()[:4]))
+    _, table, reference, groups = record(dtype, "compiled")
+    miss = reference_error(table, reference, groups)
+    print(f"{dtype}: a stale snapshot misses the snapshots by {miss:.2e} (tolerance {rtol:.0e})")
+    assert miss > 100 * rtol
 
 
 def test_without_a_compiler_the_pytorch_pass_records_and_compiled_is_refused(monkeypatch):

@@ -23,13 +23,7 @@ from noether_lib.tolerances import (
     SYMMETRY_LOSS_RTOLS,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(shape, classes=10, seed=0):

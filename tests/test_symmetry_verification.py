@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_symmetry_discovery import batch
 from torch import nn
 
 from noether_lib import models
@@ -24,18 +25,7 @@ from noether_lib.symmetry.verification import VERIFICATION_EPSILON
 from noether_lib.tolerances import SYMMETRY_GRADIENT_COSINES, SYMMETRY_LOSS_RTOL, SYMMETRY_LOSS_RTOLS
 from noether_lib.zoo import small_mobilenet_v2, wide_resnet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def batch(shape, classes=10, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=g), torch.randint(0, classes, (shape[0],), generator=g)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_a_unit_with_an_analytically_zero_gradient_passes():

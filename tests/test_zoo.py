@@ -17,12 +17,7 @@ from noether_lib.zoo import ZOO
 COVERED_FAMILIES = ("residual", "dense", "batch norm")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def setup(name, seed=0):

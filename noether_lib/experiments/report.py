@@ -206,20 +206,7 @@ def constraint_gaps(runs: pd.DataFrame, sweep: str, confidence: float = 0.95) ->
         free, fixed = _free_and_fixed(runs, sweep, float(value))
         for metric in METRICS_OF_RUNS:
             d = compare([free, fixed], [1.0, -1.0], metric, confidence)
-            rows.append(
-                {
-                    field: value,
-                    "lr": free["lr"].iloc[0],
-                    "metric": metric,
-                    "gap": d.estimate,
-                    "se": d.standard_error,
-                    "dof": d.dof,
-                    "low": d.low,
-                    "high": d.high,
-                    "p": d.p_value,
-                    "seeds": min(d.seeds),
-                }
-            )
+            rows.append({field: value, "lr": free["lr"].iloc[0], "metric": metric, **d.columns("gap")})
     return pd.DataFrame(rows)
 
 
@@ -277,13 +264,7 @@ def ablation_claims(runs: pd.DataFrame, margin: float, confidence: float = 0.95)
                     "claim": claim,
                     "design": design,
                     "metric": metric,
-                    "estimate": d.estimate,
-                    "se": d.standard_error,
-                    "dof": d.dof,
-                    "low": d.low,
-                    "high": d.high,
-                    "p": d.p_value,
-                    "seeds": min(d.seeds),
+                    **d.columns(),
                     "expect": expect,
                     "verdict": verdict(d, "positive") if expect == "positive" else verdict(d, "none", margin * scale),
                 }

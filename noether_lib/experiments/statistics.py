@@ -50,6 +50,19 @@ class Difference:
     confidence: float
     seeds: tuple[int, ...]
 
+    def columns(self, estimate: str = "estimate") -> dict[str, float | int]:
+        """The contrast as the report tables' columns (the estimate under the name ``estimate``): ``se, dof, low,
+        high, p, seeds`` (the fewest seeds of any condition)."""
+        return {
+            estimate: self.estimate,
+            "se": self.standard_error,
+            "dof": self.dof,
+            "low": self.low,
+            "high": self.high,
+            "p": self.p_value,
+            "seeds": min(self.seeds),
+        }
+
     def interval(self, confidence: float) -> tuple[float, float]:
         """The two-sided interval at another ``confidence``."""
         half = stats.t.ppf(0.5 + confidence / 2, self.dof) * self.standard_error

@@ -5,7 +5,7 @@ its units start on the tracker's unit axis. A parameter may be a member of sever
 incoming side of a scale symmetry along its output axis and the outgoing side of a rescale along its input axis),
 so the work is planned per parameter (:class:`Plan`). One call of :func:`measure` reads each parameter once, tile
 by tile (rows along its first axis): the weights, the weights before the step (the snapshot), the gradient. It forms
-each elementwise product once per tile (:math:`q\\cdot q`, :math:`q\\cdot w`, ..., :data:`SLOTS`) and reduces the
+each elementwise product once per tile (:math:`q\\cdot q`, :math:`q\\cdot w`, ..., see :func:`_slots`) and reduces the
 stacked products once per axis (row sums for the entries along the first axis, column sums for the others); each
 entry then sums its units out of those small partial sums. No temporary is larger than a tile, whatever the size
 of the layer, and the default tile (``2**16`` elements on CPU) keeps a tile's products in the core's cache.
@@ -30,7 +30,7 @@ import torch
 from noether_lib.tracking.kernel import Kernel
 from noether_lib.tracking.optimizers import LOW_PRECISION
 
-__all__ = ["ROWS", "SLOTS", "Entry", "Plan", "Workspace", "plan", "measure"]
+__all__ = ["ROWS", "Entry", "Plan", "Workspace", "plan", "measure"]
 
 ROWS = (
     "charge",
@@ -43,10 +43,6 @@ ROWS = (
     "update_momentum",
 )
 CHARGE, NORM, DECAY, UPDATE, PROJECTED, GRAD, GRAD_PROJ, MOMENTUM = range(len(ROWS))
-
-#: The per-element quantities reduced, with ``q`` the weights now, ``w = q_before - q`` (minus the update), ``g``
-#: the gradient and ``b`` the momentum buffer; a pair is a product, a single letter the quantity itself.
-SLOTS = ("qq", "qw", "ww", "wb", "q", "w", "gg", "qg", "g")
 
 
 @dataclass
@@ -246,7 +242,9 @@ def stack_size(pl: Plan) -> int:
 
 
 def _slots(pl: Plan, *, update: bool, gradients: bool, momentum: bool) -> tuple[str, ...]:
-    """The slots one :func:`measure` call reduces for ``pl``."""
+    """The slots one :func:`measure` call reduces for ``pl``: products of ``q`` (the weights now), ``w`` (the
+    snapshot minus ``q``, minus the update), ``g`` (the gradient) and ``b`` (the momentum buffer), named by their two
+    letters, and a single letter for the quantity itself (translations)."""
     wanted = ["qq"]
     if update:
         wanted += ["qw", "ww"] + (["wb"] if momentum else [])

@@ -135,7 +135,6 @@ def record_charges(
     if steps < 1 or any(g.kind != "scale" for g in groups):
         raise ValueError("need steps >= 1 and scale groups only")
     params = dict(model.named_parameters())
-    lr = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
 
     def per_unit(tensors: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """One (units, size) matrix per group: the groups' units may have different sizes."""
@@ -145,9 +144,16 @@ def record_charges(
         return torch.cat([fn(*parts) for parts in zip(*blocks)]).numpy()
 
     names = sorted({m.parameter for g in groups for m in g.members})
-    if len({lr[id(params[n])] for n in names}) != 1:
-        raise ValueError("the filters' parameters must share one learning rate")
-    eta = lr[id(params[names[0]])]
+
+    def filters_lr() -> float:
+        """The filters' learning rate now (read at every step: a scheduler may change it)."""
+        lr = {id(p): float(g["lr"]) for g in optimizer.param_groups for p in g["params"]}
+        rates = {lr[id(params[n])] for n in names}
+        if len(rates) != 1:
+            raise ValueError("the filters' parameters must share one learning rate")
+        return rates.pop()
+
+    filters_lr()
     rows: dict[str, list[np.ndarray]] = {k: [] for k in ChargeRecord.__dataclass_fields__}
     with torch.no_grad():
         rows["charge"].append(reduce(lambda q: (q * q).sum(1), per_unit(params)))
@@ -158,6 +164,7 @@ def record_charges(
         with torch.no_grad():
             q = per_unit({k: v.detach().clone() for k, v in params.items()})
             g = per_unit({k: v.grad for k, v in params.items() if v.grad is not None})
+        eta = filters_lr()
         optimizer.step()
         if tracker is not None:
             tracker.step()
@@ -175,11 +182,11 @@ def record_charges(
             k_dec = decoupled.pop()
             u = [b - a for a, b in zip(q, q_new)]
 
-            def isotropic(q: torch.Tensor, G: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            def isotropic(q: torch.Tensor, G: torch.Tensor, d: torch.Tensor, eta: float = eta) -> torch.Tensor:
                 length = (d / G).norm(dim=1) / d.norm(dim=1).clamp_min(torch.finfo(d.dtype).tiny)
                 return -eta * length * (q * d).sum(1)
 
-            def anisotropic(q: torch.Tensor, G: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            def anisotropic(q: torch.Tensor, G: torch.Tensor, d: torch.Tensor, eta: float = eta) -> torch.Tensor:
                 return -eta * (q * d / G).sum(1) - isotropic(q, G, d)
 
             def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

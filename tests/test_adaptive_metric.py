@@ -84,3 +84,20 @@ def test_equilibrium_formulas_and_refusals():
             torch.optim.RMSprop(toy.parameters(), lr=0.1),
             1,
         )
+
+
+def test_a_learning_rate_schedule_is_read_at_every_step():
+    """The split uses the filters' rate of each step: a scheduler stepped inside ``loss_at`` halves it every step,
+    and the split still closes at round-off (it missed by 1.01 when the rate was read once)."""
+    toy, group = angle_toy(4, radius=1.5, seed=1)
+    opt = torch.optim.AdamW(toy.parameters(), lr=0.05, weight_decay=0.1)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    noise = torch.randn(12, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def loss_at(n):
+        if n:
+            schedule.step()
+        return angle_loss(toy.q, STRENGTH + noise[n])
+
+    rec = am.record_charges(toy, [group], loss_at, opt, 12)
+    assert rec.split_residual() < 1e-12

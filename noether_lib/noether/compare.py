@@ -91,7 +91,20 @@ def _refusals(rows: pd.DataFrame, wide: dict[str, np.ndarray]) -> dict[str, str]
             "the gradient-flow invariant (sum_m C_m / lr_m is)"
         )
     if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(delta))):
-        sgd.append("the members of a unit have different momentum or dampening")
+        sgd.append("the members of a unit have different momentum, dampening or nesterov settings")
+    if "nesterov" in rows.columns and rows["nesterov"].nunique() > 1:
+        sgd.append("nesterov is switched during the run: each recursion models one of the two rules")
+    if "grad_signed_sq" in rows.columns and not np.all(np.isfinite(rows.loc[rows["step"] > 0, "grad_signed_sq"])):
+        sgd.append(
+            "a member had no gradient at some step (grad is None), so torch.optim.SGD skipped it: no weight decay, "
+            "no momentum, which the recursions assume; use optimizer.zero_grad(set_to_none=False) for such members"
+        )
+    started = np.flatnonzero(beta > 0)
+    if started.size and np.any(beta[started[0] :] == 0) or (started.size and started[0] > 0):
+        sgd.append(
+            "momentum is switched on (or off and on again) during the run: torch.optim.SGD then starts a new "
+            "momentum buffer or reuses a stale one, which the recursions do not follow"
+        )
     if sgd:
         for name in PREDICTIONS[1:]:
             refused[name] = "; ".join(sgd)

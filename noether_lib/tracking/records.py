@@ -64,6 +64,8 @@ def charges_table(
     hyper = np.array([m["hyper"] for m in meta], dtype=np.float64).reshape(count, positions, len(_HYPER))
     hyper_all = np.concatenate([start, hyper]) if count else start
     by_group = {h: _per_group(layout, hyper_all[..., i])[:, unit_group] for i, h in enumerate(_HYPER)}
+    # members under different Nesterov settings: no single SGD rule, so the momentum is left undefined too
+    by_group["momentum"] = np.where(np.isnan(by_group["nesterov"]), np.nan, by_group["momentum"])
     increments = np.array([m["time"] for m in meta], dtype=np.float64).reshape(count, positions)
     times = np.concatenate([np.zeros((1, units)), np.cumsum(_per_group(layout, increments), axis=0)[:, unit_group]])
     nan_row = np.full((1, units), np.nan)

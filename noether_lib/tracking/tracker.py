@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from noether_lib.symmetry import SymmetryError, SymmetryGroup, verify_symmetries
 from noether_lib.tracking import kernel as kernels
 from noether_lib.tracking import records
-from noether_lib.tracking.layout import GRAD, GRAD_PROJ, ROWS, UPDATE, Entry, Workspace, measure, plan
+from noether_lib.tracking.layout import DECAY, GRAD, GRAD_PROJ, ROWS, UPDATE, Entry, Workspace, measure, plan
 from noether_lib.tracking.optimizers import optimizer_label, read_hyperparameters
 
 __all__ = ["NoetherTracker", "unwrap_model"]
@@ -151,6 +151,7 @@ class NoetherTracker:
         self._window_time = np.zeros(len(self._param_groups))
         self._hyper: list[tuple] | None = None
         self._in_step = self._pending = False
+        self._decay_written: list[float] | None = None
         self._optimizer_label = optimizer_label(optimizer)
         initial = torch.zeros(len(ROWS), self._units, dtype=torch.float64, device=device)
         measure(self._plans, self._workspace, weight_decay=self._weight_decays(), charges=initial, kernel=self._kernel)
@@ -263,17 +264,38 @@ class NoetherTracker:
         if self._pending:  # the step before this one and this step's gradients, in one pass over the weights
             self._finish(self._next)
         else:
+            charges = self._next if self._decay_changed() else None
             measure(
                 self._plans,
                 self._workspace,
                 weight_decay=self._weight_decays(),
+                charges=charges,
                 gradients=self._next,
                 kernel=self._kernel,
             )
+            if charges is not None:
+                self._patch_decay(charges[DECAY])
         self._hyper = [tuple(read_hyperparameters(optimizer, i)) for i in self._param_groups]
         self._work.zero_()
         self._work[[GRAD, GRAD_PROJ]] = self._next[[GRAD, GRAD_PROJ]]
+        for pl in self._plans:  # torch.optim skips a parameter without a gradient: G and gamma do not exist
+            if pl.param.grad is None:
+                for e in pl.entries:
+                    self._work[GRAD : GRAD_PROJ + 1, e.first_unit : e.first_unit + e.units] = float("nan")
         self._in_step = True
+
+    def _decay_changed(self) -> bool:
+        """Whether the weight decay changed since :meth:`step` measured the last written row's decay term (which
+        the next step's recursion uses)."""
+        return self._decay_written is not None and self._decay_written != self._weight_decays()
+
+    def _patch_decay(self, decay: torch.Tensor) -> None:
+        """The last written row's decay term, measured again with the weight decay of the step about to run."""
+        if self._filled:
+            self._buffer[self._filled - 1, DECAY] = decay
+        else:
+            self._host[-1][-1, DECAY] = decay.cpu().numpy()
+        self._decay_written = None
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._in_step:
@@ -313,6 +335,8 @@ class NoetherTracker:
             self._window[1].add_(self._work[GRAD])
         if self._step % self.every == 0:
             self._write()
+        # finished by step() or table(), before the next step's hook: its weight decay may still change
+        self._decay_written = self._weight_decays() if gradients is None and self._step % self.every == 0 else None
 
     def step(self) -> None:
         """Optional: finish recording the optimizer step just taken (otherwise done by the next one or by
